@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Run every test the project has and end with a summary of what ran, passed, failed or
+# does not exist yet. `make test` calls it with the venv first on PATH.
+#   ONLY=lint|app|molecule|<scenario name>   run one part (e.g. ONLY=postgresql)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
+ONLY=${ONLY:-}
+LOGDIR=${TEST_LOGDIR:-reports/test-logs}
+mkdir -p "$LOGDIR"
+
+declare -a NAMES=() RESULTS=() TIMES=()
+passed=0 failed=0 skipped=0
+
+wanted() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ] || [ "$ONLY" = "$2" ]; }
+
+# step GROUP NAME COMMAND...: run one part, tee its log, record the result.
+step() {
+  local group=$1 name=$2; shift 2
+  wanted "$group" "$name" || return 0
+  local start=$SECONDS log="$LOGDIR/$name.log" rc
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  NAMES+=("$name") TIMES+=($((SECONDS - start)))
+  if [ "$rc" -eq 0 ]; then RESULTS+=(passed); passed=$((passed + 1))
+  else RESULTS+=("FAILED (rc $rc, log $log)"); failed=$((failed + 1)); fi
+}
+
+# missing GROUP NAME WHY: a part that does not exist yet says so instead of failing.
+missing() {
+  wanted "$1" "$2" || return 0
+  NAMES+=("$2") TIMES+=(0) RESULTS+=("skipped: $3"); skipped=$((skipped + 1))
+}
+
+molecule_scenarios() {
+  # roles/<role>/molecule/<scenario> first (fast, independent), then the top-level ones.
+  for dir in roles/*/molecule/*/ molecule/*/; do
+    [ -f "$dir/molecule.yml" ] && echo "${dir%/}"
+  done
+}
+
+run_molecule() {
+  local dir=$1 project=${1%/molecule/*} scenario=${1##*/}
+  (cd "$project" && molecule test -s "$scenario")
+}
+
+# --- lint ---------------------------------------------------------------------------
+step lint ruff ruff check app scripts
+step lint ruff-format ruff format --check app scripts
+step lint yamllint yamllint -s .
+step lint ansible-lint ansible-lint --profile production
+
+# --- the app ------------------------------------------------------------------------
+if [ -x app/scripts/test.sh ]; then
+  step app app-tests app/scripts/test.sh
+else
+  missing app app-tests "app/ has no tests yet"
+fi
+
+# --- molecule -----------------------------------------------------------------------
+scenarios=$(molecule_scenarios)
+if [ -z "$scenarios" ]; then
+  missing molecule molecule "no molecule scenario yet"
+fi
+for dir in $scenarios; do
+  name=${dir#roles/}; name=${name/\/molecule\//-}
+  step molecule "molecule-$name" run_molecule "$dir"
+done
+
+# --- summary ------------------------------------------------------------------------
+echo
+echo "=== summary"
+for i in "${!NAMES[@]}"; do
+  printf '  %-32s %5ss  %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
+done
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
