@@ -46,3 +46,36 @@ test: venv images ## Run every test: lint, app tests, every molecule scenario; p
 
 lint: venv ## ruff, yamllint and ansible-lint (production profile)
 	@ONLY=lint scripts/test.sh
+
+# --- operators ------------------------------------------------------------------------
+.PHONY: rollout rollback status logs exec backup restore drain enable unlock
+rollout: venv ## Roll APP_VERSION across the app hosts, canary first, no failed request
+	$(PLAYBOOK) playbooks/rolling_update.yml -e app_version=$(APP_VERSION)
+
+rollback: venv ## Roll back to the previous version kept on the hosts
+	$(PLAYBOOK) playbooks/rollback.yml
+
+status: venv ## Versions, health and HAProxy state per host; the lock; the last audit entries
+	$(PLAYBOOK) playbooks/status.yml
+
+logs: venv ## One service's logs from every app host: SERVICE= [LINES=] [SINCE=] [REQUEST_ID=]
+	$(PLAYBOOK) playbooks/logs.yml -e service=$(SERVICE) -e lines=$(or $(LINES),100) \
+	  -e since=$(SINCE) -e request_id=$(REQUEST_ID)
+
+exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
+	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE) -e cmd='$(CMD)'
+
+backup: venv ## pg_dump every database now
+	$(PLAYBOOK) playbooks/backup.yml
+
+restore: venv ## Restore DATABASE from its newest dump (or DUMP=) into TARGET (default <db>_restored)
+	$(PLAYBOOK) playbooks/restore.yml -e database=$(DATABASE) $(if $(DUMP),-e dump=$(DUMP)) $(if $(TARGET),-e target=$(TARGET))
+
+drain: venv ## Drain HOST on every load balancer, for maintenance
+	$(PLAYBOOK) playbooks/drain.yml -e host=$(HOST)
+
+enable: venv ## Put HOST back on every load balancer
+	$(PLAYBOOK) playbooks/enable.yml -e host=$(HOST)
+
+unlock: venv ## Break a deploy lock left by a crashed run: LOCK_ID= (the id the refusal printed)
+	$(PLAYBOOK) playbooks/unlock.yml -e lock_id=$(LOCK_ID)

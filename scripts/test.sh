@@ -58,6 +58,23 @@ else
   missing app app-tests "app/ has no tests yet"
 fi
 
+# --- deploy wiring --------------------------------------------------------------------
+production_inventory() {
+  local vault=(--vault-password-file inventories/production/example-vault-password)
+  ansible-inventory -i inventories/production "${vault[@]}" --list >/dev/null &&
+    for playbook in playbooks/*.yml; do
+      ansible-playbook -i inventories/production "${vault[@]}" --syntax-check "$playbook" || return 1
+    done
+}
+step deploy production-inventory production_inventory
+
+# --- the image every full-stack scenario deploys ---------------------------------------
+if [ -f Dockerfile ]; then
+  step molecule image make --no-print-directory image
+else
+  missing molecule image "no Dockerfile yet"
+fi
+
 # --- molecule -----------------------------------------------------------------------
 scenarios=$(molecule_scenarios)
 if [ -z "$scenarios" ]; then

@@ -1,0 +1,86 @@
+"""Fixtures for the full-stack scenario: the hosts molecule made, the URL of HAProxy's
+public frontend, and a runner for the project's playbooks against this inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import testinfra
+
+PROJECT = Path(__file__).resolve().parents[3]
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+
+
+def container_address(name: str) -> str:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return next(iter(json.loads(out).values()))["IPAddress"]
+
+
+def host(name: str):
+    return testinfra.get_host(f"docker://{name}")
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    return f"http://{container_address('stack-lb1')}"
+
+
+@pytest.fixture(scope="session")
+def http() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = "stack-test"
+    return session
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def run_playbook(playbook: str, *args: str, env: dict | None = None, inventory: str = INVENTORY):
+    """Run one of the project's playbooks against the scenario's hosts; return the
+    completed process (never raises: the tests assert on rc and output)."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", inventory, str(PROJECT / "playbooks" / playbook), *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "SPRINTPOINTS_SECRETS_DIR": str(EPHEMERAL / "secrets"),
+            **(env or {}),
+        },
+        timeout=900,
+    )
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters per host."""
+    counters = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and ":" in line and "=" in line:
+            name, rest = line.split(":", 1)
+            counters[name.strip()] = {
+                key: int(value) for key, value in (item.split("=") for item in rest.split())
+            }
+    return counters

@@ -1,0 +1,127 @@
+"""The whole stack end to end, through HAProxy's public frontend, as a user sees it;
+then the tier boundaries, as an attacker would probe them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import container_address, host
+
+APP_HOSTS = ["stack-app1", "stack-app2"]
+
+
+def test_front_page_is_served(http, base_url):
+    page = http.get(base_url + "/", timeout=10)
+    assert page.status_code == 200
+    assert "text/html" in page.headers["Content-Type"]
+    assert page.headers["X-App-Version"]
+
+
+def test_the_contract_end_to_end(http, base_url, unique):
+    handle, project = f"ada-{unique}", f"proj-{unique}"
+    r = http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
+    assert r.status_code == 201, r.text
+    assert http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10).status_code == 409
+    assert http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10).status_code == 201
+    r = http.post(f"{base_url}/api/v1/projects/{project}/members", json={"handle": handle}, timeout=10)
+    assert r.status_code == 201, r.text
+    assert handle in str(http.get(f"{base_url}/api/v1/projects/{project}", timeout=10).json()["members"])
+
+    for ref in ("c1", "c2", "c3"):
+        body = {"handle": handle, "project": project, "kind": "issue", "ref": ref}
+        r = http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+        assert r.status_code == 201, r.text
+    again = http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+    assert again.status_code == 200 and again.json() == r.json()
+    assert http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"] == 75
+
+    rewards = {item["sku"]: item for item in http.get(f"{base_url}/api/v1/rewards", timeout=10).json()["rewards"]}
+    assert {"coffee", "pop-tarts", "dogecoin"} <= rewards.keys()
+    r = http.post(
+        f"{base_url}/api/v1/redemptions",
+        json={"handle": handle, "sku": "coffee"},
+        headers={"Idempotency-Key": f"key-{unique}"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    redemption = r.json()
+    assert redemption["status"] == "fulfilled"
+    assert redemption["balance"] == 75 - rewards["coffee"]["cost"]
+    assert http.get(f"{base_url}/api/v1/redemptions/{redemption['id']}", timeout=10).status_code == 200
+    assert (
+        http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"]
+        == 75 - rewards["coffee"]["cost"]
+    )
+    assert http.get(f"{base_url}/api/v1/leaderboard", timeout=10).status_code == 200
+
+
+def test_one_request_id_is_followed_through_haproxy_web_and_redeem(http, base_url, unique):
+    handle, project = f"rid-{unique}", f"rid-{unique}"
+    http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
+    http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10)
+    http.post(f"{base_url}/api/v1/projects/{project}/members", json={"handle": handle}, timeout=10)
+    body = {"handle": handle, "project": project, "kind": "issue", "ref": "r1"}
+    http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+
+    request_id = f"follow-{unique}"
+    r = http.post(
+        f"{base_url}/api/v1/redemptions",
+        json={"handle": handle, "sku": "coffee"},
+        headers={"X-Request-ID": request_id},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["X-Request-ID"] == request_id
+
+    time.sleep(1)  # journald and docker's log writer are asynchronous
+    lb_log = host("stack-lb1").run("journalctl -u haproxy --no-pager -o cat").stdout
+    assert request_id in lb_log
+
+    def service_log(service: str) -> str:
+        return "".join(host(app).run(f"docker logs sp-{service} 2>&1").stdout for app in APP_HOSTS)
+
+    # redeem answered the public request; web got the debit call through HAProxy.
+    assert request_id in service_log("redeem")
+    assert request_id in service_log("web")
+
+
+@pytest.mark.parametrize("path", ["/internal/v1/debits", "/internal/", "/INTERNAL/v1/debits", "/%69nternal/x"])
+def test_internal_endpoints_are_refused_from_outside(http, base_url, path):
+    r = http.post(base_url + path, json={"handle": "x", "amount": 1, "ref": "x"}, timeout=10)
+    assert r.status_code in (403, 404)
+    assert r.json()["error"]["code"]
+
+
+def pg_startup(from_host: str, db_address: str) -> str:
+    """Speak PostgreSQL's startup message from a host and return the server's first
+    answer: 'R' (authentication request: pg_hba admits this host) or the error text."""
+    script = f"""
+import socket, struct
+s = socket.create_connection(('{db_address}', 5432), timeout=5)
+params = b'user\\0sp_web\\0database\\0sp_web\\0\\0'
+s.sendall(struct.pack('!ii', 8 + len(params), 196608) + params)
+reply = s.recv(4096)
+print(reply[:1].decode() + ' ' + reply[5:].decode(errors='replace'))
+"""
+    return host(from_host).run(f"python3 -c {script!r}").stdout
+
+
+def test_app_hosts_reach_postgresql():
+    db = container_address("stack-db1")
+    for app in APP_HOSTS:
+        assert pg_startup(app, db).startswith("R"), f"{app} is not admitted by pg_hba"
+
+
+def test_load_balancer_is_refused_by_pg_hba():
+    answer = pg_startup("stack-lb1", container_address("stack-db1"))
+    assert answer.startswith("E")
+    assert "no pg_hba.conf entry" in answer
+
+
+def test_services_are_ready_on_every_app_host():
+    for app in APP_HOSTS:
+        address = container_address(app)
+        for port in (8001, 8002, 8003, 8004):
+            out = host("stack-lb1").run(f"curl -fsS http://{address}:{port}/readyz")
+            assert out.rc == 0, f"{app}:{port} {out.stderr}"

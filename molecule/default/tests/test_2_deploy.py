@@ -1,0 +1,65 @@
+"""The deploy as an operator runs it against the converged stack: check mode reports
+no change, and bad inventories fail in the first seconds, naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from conftest import INVENTORY, recap, run_playbook
+
+
+def test_check_mode_on_the_converged_stack_reports_no_change():
+    run = run_playbook("site.yml", "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:]
+    counters = recap(run.stdout)
+    assert counters, run.stdout[-2000:]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
+
+
+def test_a_missing_database_password_fails_fast_naming_it():
+    extra = json.dumps({"sprintpoints_db_passwords": {"web": "long-enough-password", "registry": "x" * 16}})
+    run = run_playbook("site.yml", "-e", extra)
+    assert run.returncode != 0
+    assert "sprintpoints_db_passwords.redeem" in run.stdout
+    assert all(c["changed"] == 0 for c in recap(run.stdout).values())
+
+
+def test_a_port_clash_fails_fast_naming_it():
+    services = [
+        {"name": "web", "port": 8001, "internal_port": 9001, "url_env": "WEB_URL"},
+        {"name": "registry", "port": 8001, "internal_port": 9002, "url_env": "REGISTRY_URL"},
+    ]
+    run = run_playbook("site.yml", "-e", json.dumps({"sprintpoints_services": services}))
+    assert run.returncode != 0
+    assert "sprintpoints_services" in run.stdout and "8001" in run.stdout
+    assert all(c["changed"] == 0 for c in recap(run.stdout).values())
+
+
+def _inventory_with(tmp_path, change) -> str:
+    inventory = yaml.safe_load(open(INVENTORY))
+    change(inventory["all"]["children"])
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return str(path)
+
+
+def test_an_app_tier_with_no_hosts_fails_naming_the_group(tmp_path):
+    def empty_app_servers(children):
+        children["app_servers"]["hosts"] = {}
+
+    run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, empty_app_servers))
+    assert run.returncode != 0
+    assert "'app_servers' has no hosts" in run.stdout
+    assert all(c["changed"] == 0 for c in recap(run.stdout).values())
+
+
+def test_an_unreachable_host_is_reported_and_nothing_changes(tmp_path):
+    def add_ghost_database(children):
+        children["databases"]["hosts"]["stack-ghost"] = {"ansible_connection": "community.docker.docker"}
+
+    run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, add_ghost_database))
+    assert run.returncode != 0
+    counters = recap(run.stdout)
+    assert counters["stack-ghost"]["unreachable"] == 1
+    assert all(c["changed"] == 0 for c in counters.values()), counters
