@@ -31,7 +31,7 @@ images: docker ## Build the local base images (skipped when their recipe is unch
 	@scripts/base-images.sh
 
 image: images ## Build the service image sprintpoints:$(APP_VERSION)
-	docker build --build-arg APP_VERSION=$(APP_VERSION) -t sprintpoints:$(APP_VERSION) .
+	app/scripts/build-image.sh $(APP_VERSION)
 
 lab: venv image ## Deploy the whole stack to the local lab and print its URL
 	$(PLAYBOOK) playbooks/lab_up.yml
@@ -79,3 +79,12 @@ enable: venv ## Put HOST back on every load balancer
 
 unlock: venv ## Break a deploy lock left by a crashed run: LOCK_ID= (the id the refusal printed)
 	$(PLAYBOOK) playbooks/unlock.yml -e lock_id=$(LOCK_ID)
+
+# --- the app --------------------------------------------------------------------------
+.PHONY: test-app bench
+test-app: ## The app's tests alone (real PostgreSQL, real services, headless Chromium)
+	app/scripts/test.sh
+
+bench: ## Benchmark reads and writes through gunicorn; image size; code-only rebuild time
+	app/scripts/test.sh --collect-only -q >/dev/null
+	app/.venv/bin/python app/bench/bench.py

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): balance reads and contribution writes through gunicorn under wrk,
+plus the image size and the time of a rebuild after a code-only change.
+
+    app/.venv/bin/python app/bench/bench.py [--duration 10] [--connections 16]
+        [--workers 2] [--threads 4] [--skip-image]
+
+Starts registry and web under gunicorn against the local PostgreSQL (throw-away databases),
+seeds users, a project and points, then drives Debian's wrk (installed when missing) with Lua
+scripts. Writes reports/bench.json at the repo root and prints it.
+Targets (2-core machine): >= 800 reads/s, >= 300 writes/s, p99 < 50 ms at 16 clients;
+image < 150 MB; code-only rebuild < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+
+APP = Path(__file__).resolve().parents[1]
+ROOT = APP.parent
+BENCH = APP / "bench"
+VENV_BIN = Path(sys.executable).parent
+ADMIN_DSN = os.environ.get(
+    "SPRINTPOINTS_BENCH_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres"
+)
+TARGETS = {
+    "reads_per_s_min": 800,
+    "writes_per_s_min": 300,
+    "p99_ms_max": 50,
+    "image_mb_max": 150,
+    "rebuild_s_max": 10,
+}
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def admin(*statements: str) -> None:
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
+def ensure_tools() -> None:
+    subprocess.run([str(APP / "scripts" / "test-setup.sh")], check=True)
+    if not shutil.which("wrk"):
+        log("installing wrk")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+
+
+def http(method: str, url: str, body: dict | None = None) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def seed(url: str, body: dict) -> None:
+    status = http("POST", url, body)
+    if status != 201:
+        raise RuntimeError(f"seeding POST {url} answered {status}")
+
+
+def to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(text)
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used) of a process, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def server_cpu_seconds(roots: list[int], dbs: list[str]) -> float:
+    """CPU used so far by the gunicorn trees under ``roots`` and their PostgreSQL backends."""
+    stats = {int(p.name): _stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    stats = {pid: st for pid, st in stats.items() if st is not None}
+    wanted, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - wanted
+        wanted |= frontier
+    conn = psycopg2.connect(ADMIN_DSN)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s)", (dbs,))
+        wanted |= {row[0] for row in cur.fetchall()}
+    conn.close()
+    return sum(stats[pid][1] for pid in wanted if pid in stats)
+
+
+def wrk(url: str, script: str, args: list[str], duration: int, connections: int) -> dict:
+    cmd = [
+        "wrk",
+        "-t",
+        "2",
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration}s",
+        "--latency",
+        "-s",
+        str(BENCH / script),
+        url,
+        "--",
+        *args,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    total = int(re.search(r"(\d+) requests in", out)[1])
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out)[1])
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out)[1])
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests_per_s": round(rps, 1),
+        "requests": total,
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "non_2xx": int(non2xx[1]) if non2xx else 0,
+        "socket_errors": errors[1].strip() if errors else None,
+    }
+
+
+class Stack:
+    def __init__(self, workers: int, threads: int):
+        self.workers, self.threads = workers, threads
+        self.tag = "sp_bench_" + secrets.token_hex(4)
+        self.password = secrets.token_hex(12)
+        self.procs: list[subprocess.Popen] = []
+        self.dbs: list[str] = []
+
+    def database(self, service: str) -> dict[str, str]:
+        name = f"{self.tag}_{service}"
+        admin(
+            f"CREATE ROLE {name} LOGIN PASSWORD '{self.password}'",
+            f"CREATE DATABASE {name} OWNER {name}",
+        )
+        self.dbs.append(name)
+        env = {
+            "SERVICE": service,
+            "DB_HOST": "127.0.0.1",
+            "DB_NAME": name,
+            "DB_USER": name,
+            "DB_PASSWORD": self.password,
+        }
+        subprocess.run(
+            [str(VENV_BIN / "sprintpoints"), "migrate"],
+            check=True,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+        )
+        return env
+
+    def start(self, env: dict[str, str]) -> str:
+        port = free_port()
+        full = {
+            **os.environ,
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "INTERNAL_TOKEN": self.password,
+            "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_THREADS": str(self.threads),
+            "LOG_LEVEL": "warning",
+            "APP_VERSION": "bench",
+        }
+        # The access log stays on (one line per request is part of the real cost).
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "gunicorn"),
+                "-c",
+                "python:sprintpoints.gunicorn_conf",
+                "sprintpoints:create_app()",
+            ],
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if http("GET", url + "/healthz") == 200:
+                    return url
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{env['SERVICE']} did not start")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(timeout=20)
+        for name in self.dbs:
+            admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"DROP ROLE IF EXISTS {name}")
+
+
+def bench_http(args) -> dict:
+    stack = Stack(args.workers, args.threads)
+    try:
+        registry = stack.start(stack.database("registry"))
+        web = stack.start({**stack.database("web"), "REGISTRY_URL": registry})
+        project = "bench-project"
+        handles = [f"bencher-{i}" for i in range(50)]
+        seed(registry + "/api/v1/projects", {"name": project})
+        for handle in handles:
+            seed(registry + "/api/v1/users", {"handle": handle})
+            seed(f"{registry}/api/v1/projects/{project}/members", {"handle": handle})
+            contribution = {"handle": handle, "project": project, "kind": "issue"}
+            seed(web + "/api/v1/contributions", {**contribution, "ref": f"seed-{handle}"})
+        handle_arg = ",".join(handles)
+        run_id = secrets.token_hex(4)
+        log(f"warming up ({args.workers} workers x {args.threads} threads)")
+        wrk(web, "read.lua", [handle_arg], 2, args.connections)
+        wrk(web, "write.lua", [run_id + "w", project, handle_arg], 2, args.connections)
+        roots = [proc.pid for proc in stack.procs]
+        results = {}
+        for name, script, script_args in (
+            ("balance_read", "read.lua", [handle_arg]),
+            ("contribution_write", "write.lua", [run_id, project, handle_arg]),
+        ):
+            log(f"{name}: {args.duration}s at {args.connections} connections")
+            before = server_cpu_seconds(roots, stack.dbs)
+            result = wrk(web, script, script_args, args.duration, args.connections)
+            used = server_cpu_seconds(roots, stack.dbs) - before
+            # Server-side CPU per request (gunicorn + PostgreSQL backends) does not depend on
+            # what else runs on the machine; cores / that cost bounds the throughput.
+            per_request = 1000.0 * used / max(result["requests"], 1)
+            result["server_cpu_ms_per_request"] = round(per_request, 3)
+            result["server_capacity_per_s_on_idle_cores"] = (
+                round(1000.0 * (os.cpu_count() or 1) / per_request) if per_request else None
+            )
+            results[name] = result
+        return results
+    finally:
+        stack.close()
+
+
+def docker(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *cmd], check=True, capture_output=True, text=True, **kw)
+
+
+def bench_image() -> dict:
+    build = [str(APP / "scripts" / "build-image.sh")]
+    log("building the image (warm cache)")
+    subprocess.run([*build, "bench-base"], check=True, capture_output=True)
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", "sprintpoints:bench-base").stdout)
+    target = APP / "sprintpoints" / "__init__.py"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original + f"# bench rebuild {time.time()}\n".encode())
+        log("rebuilding after a code-only change")
+        start = time.monotonic()
+        subprocess.run([*build, "bench-rebuild"], check=True, capture_output=True)
+        rebuild = time.monotonic() - start
+    finally:
+        target.write_bytes(original)
+    docker("image", "rm", "sprintpoints:bench-rebuild")
+    return {
+        "image": "sprintpoints:bench-base",
+        "image_size_mb": round(size / 1e6, 1),
+        "code_only_rebuild_s": round(rebuild, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--skip-image", action="store_true")
+    parser.add_argument("--output", default=str(ROOT / "reports" / "bench.json"))
+    args = parser.parse_args()
+    ensure_tools()
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_1m_at_start": os.getloadavg()[0],
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "threads": args.threads,
+        },
+        **bench_http(args),
+    }
+    if not args.skip_image:
+        report.update(bench_image())
+    reads, writes = report["balance_read"], report["contribution_write"]
+    checks = {
+        "reads_per_s": reads["requests_per_s"] >= TARGETS["reads_per_s_min"],
+        "writes_per_s": writes["requests_per_s"] >= TARGETS["writes_per_s_min"],
+        "p99_ms": max(reads["p99_ms"], writes["p99_ms"]) < TARGETS["p99_ms_max"],
+        "no_errors": reads["non_2xx"] == writes["non_2xx"] == 0,
+    }
+    if "image_size_mb" in report:
+        checks["image_size_mb"] = report["image_size_mb"] < TARGETS["image_mb_max"]
+        checks["code_only_rebuild_s"] = report["code_only_rebuild_s"] < TARGETS["rebuild_s_max"]
+    report["targets"] = TARGETS
+    report["targets_met"] = checks
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Settings from the environment (12-factor).
+
+Every setting is an environment variable. A secret setting ``NAME`` may instead be given as a
+file path in ``NAME_FILE`` (Docker/Kubernetes secrets). A missing or invalid required setting
+raises :class:`ConfigError` whose message names the variable, so start-up stops with a clear
+reason instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SERVICES = ("web", "registry", "redeem", "vendor-stub")
+DB_SERVICES = ("web", "registry", "redeem")
+SECRETS = ("DB_PASSWORD", "INTERNAL_TOKEN", "VENDOR_API_KEY")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    version: str
+    log_level: str = "info"
+    # database (web, registry, redeem)
+    db_host: str = ""
+    db_port: int = 5432
+    db_name: str = ""
+    db_user: str = ""
+    db_password: str = ""
+    db_pool_max: int = 10
+    db_connect_timeout: int = 3
+    db_statement_timeout_ms: int = 5000
+    # inter-service
+    internal_token: str = ""
+    http_timeout: float = 5.0
+    # web
+    registry_url: str = ""
+    points_commit: int = 10
+    points_issue: int = 25
+    membership_cache_ttl: float = 60.0
+    # redeem
+    web_url: str = ""
+    vendor_url: str = ""
+    vendor_api_key: str = ""
+    # vendor-stub
+    vendor_failure_rate: float = 0.0
+    vendor_latency_ms: int = 0
+
+    @property
+    def has_db(self) -> bool:
+        return self.service in DB_SERVICES
+
+    def dsn_kwargs(self) -> dict[str, object]:
+        return {
+            "host": self.db_host,
+            "port": self.db_port,
+            "dbname": self.db_name,
+            "user": self.db_user,
+            "password": self.db_password,
+            "connect_timeout": self.db_connect_timeout,
+            "application_name": f"sprintpoints-{self.service}",
+            "options": f"-c statement_timeout={self.db_statement_timeout_ms}",
+        }
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        file_var = f"{name}_FILE"
+        value = self.environ.get(name)
+        path = self.environ.get(file_var) if name in SECRETS else None
+        if value and path:
+            raise ConfigError(f"{name}: set either {name} or {file_var}, not both")
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    return fh.read().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"{file_var}: cannot read {path}: {exc.strerror}") from exc
+        return value if value not in (None, "") else None
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                raise ConfigError(f"{name} is required but not set")
+            return default or ""
+        return value
+
+    def url(self, name: str, *, required: bool) -> str:
+        value = self.str(name, required=required)
+        if value and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not lo <= number <= hi:
+            raise ConfigError(f"{name} must be between {lo} and {hi}, got {number}")
+        return number
+
+    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if not lo <= number <= hi:
+            raise ConfigError(f"{name} must be between {lo} and {hi}, got {number}")
+        return number
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Settings:
+    """Read and validate the settings of the service named by ``SERVICE``.
+
+    ``migrate=True`` reads only what ``sprintpoints migrate`` needs (the database settings).
+    """
+    env = _Env(os.environ if environ is None else environ)
+    service = env.str("SERVICE", required=True)
+    if service not in SERVICES:
+        raise ConfigError(f"SERVICE must be one of {', '.join(SERVICES)}, got {service!r}")
+    level = env.str("LOG_LEVEL", "info").lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(
+            f"LOG_LEVEL must be debug, info, warning, error or critical, got {level!r}"
+        )
+    values: dict[str, object] = {
+        "service": service,
+        "version": env.str("APP_VERSION", "dev"),
+        "log_level": level,
+        "http_timeout": env.float("HTTP_TIMEOUT", 5.0, lo=0.1, hi=120),
+    }
+    if service in DB_SERVICES:
+        values.update(
+            db_host=env.str("DB_HOST", required=True),
+            db_port=env.int("DB_PORT", 5432, lo=1, hi=65535),
+            db_name=env.str("DB_NAME", required=True),
+            db_user=env.str("DB_USER", required=True),
+            db_password=env.str("DB_PASSWORD", required=True),
+            db_pool_max=env.int("DB_POOL_MAX", 10, lo=1, hi=1000),
+            db_connect_timeout=env.int("DB_CONNECT_TIMEOUT", 3, lo=1, hi=60),
+            db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", 5000, lo=0, hi=3_600_000),
+        )
+    if migrate:
+        return Settings(**values)  # type: ignore[arg-type]
+    if service in DB_SERVICES:
+        values["internal_token"] = env.str("INTERNAL_TOKEN", required=True)
+    if service == "web":
+        values.update(
+            registry_url=env.url("REGISTRY_URL", required=True),
+            points_commit=env.int("POINTS_COMMIT", 10, lo=0, hi=1_000_000),
+            points_issue=env.int("POINTS_ISSUE", 25, lo=0, hi=1_000_000),
+            membership_cache_ttl=env.float("MEMBERSHIP_CACHE_TTL", 60.0, lo=0, hi=86400),
+        )
+    elif service == "redeem":
+        values.update(
+            web_url=env.url("WEB_URL", required=True),
+            vendor_url=env.url("VENDOR_URL", required=True),
+            vendor_api_key=env.str("VENDOR_API_KEY"),
+        )
+    elif service == "vendor-stub":
+        values.update(
+            vendor_failure_rate=env.float("VENDOR_FAILURE_RATE", 0.0, lo=0.0, hi=1.0),
+            vendor_latency_ms=env.int("VENDOR_LATENCY_MS", 0, lo=0, hi=60_000),
+        )
+    return Settings(**values)  # type: ignore[arg-type]

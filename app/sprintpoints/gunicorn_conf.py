@@ -1,0 +1,37 @@
+"""Gunicorn settings from the environment: ``gunicorn -c python:sprintpoints.gunicorn_conf``.
+
+gthread workers (WEB_CONCURRENCY processes x GUNICORN_THREADS threads); one access-log line per
+request on stdout carrying the request id; configuration is validated before any worker forks,
+so a missing variable stops start-up with a message naming it.
+"""
+
+import os
+
+from sprintpoints.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _exc:
+    raise SystemExit(f"sprintpoints: configuration error: {_exc}") from None
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = 5
+# Long request lines (8 KiB, the maximum) still reach the app and get its JSON 404/422.
+limit_request_line = 8190
+timeout = 30
+graceful_timeout = 20
+max_requests = 0
+loglevel = _settings.log_level
+accesslog = "-"
+errorlog = "-"
+access_log_format = (
+    f"%(h)s %(t)s service={_settings.service} request_id=%({{x-request-id}}o)s "
+    '"%(r)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s'
+)
+# Heartbeat files live in memory; /tmp is the only writable path on a read-only root FS.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+control_socket_disable = True
+proc_name = f"sprintpoints-{_settings.service}"

@@ -1,0 +1,97 @@
+"""HTTP client for calls between services: base URLs from config, request id and internal
+token passed along, explicit timeouts, one keep-alive pool per process (created after fork)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+from .requestid import current_request_id
+
+_lock = threading.Lock()
+_pools: dict[int, urllib3.PoolManager] = {}
+
+
+class UpstreamError(Exception):
+    """The other service could not be reached or did not answer in time."""
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def error_code(self) -> str | None:
+        error = self.body.get("error")
+        return error.get("code") if isinstance(error, dict) else None
+
+
+def _manager() -> urllib3.PoolManager:
+    pid = os.getpid()
+    manager = _pools.get(pid)
+    if manager is None:
+        with _lock:
+            manager = _pools.get(pid)
+            if manager is None:
+                _pools.clear()  # a forked child must not reuse its parent's sockets
+                manager = urllib3.PoolManager(num_pools=8, maxsize=16, block=False)
+                _pools[pid] = manager
+    return manager
+
+
+class ServiceClient:
+    def __init__(self, base_url: str, *, token: str = "", timeout: float = 5.0, headers=None):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = urllib3.Timeout(connect=min(2.0, timeout), read=timeout)
+        self.extra_headers = dict(headers or {})
+
+    def request(self, method: str, path: str, payload: dict | None = None, *, retries=0) -> Reply:
+        headers = {"Accept": "application/json", "X-Request-ID": current_request_id()}
+        headers.update(self.extra_headers)
+        if self.token:
+            headers["X-Internal-Token"] = self.token
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            response = _manager().request(
+                method,
+                self.base_url + path,
+                body=body,
+                headers=headers,
+                timeout=self.timeout,
+                # Only connection failures are retried (the request never left); callers that
+                # retry after a read timeout must use idempotent endpoints.
+                retries=urllib3.Retry(
+                    total=retries,
+                    connect=retries,
+                    read=0,
+                    status=0,
+                    redirect=0,
+                    other=0,
+                    backoff_factor=0.05,
+                ),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise UpstreamError(f"{method} {self.base_url}{path}: {exc}") from exc
+        try:
+            data = json.loads(response.data) if response.data else {}
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {"data": data}
+        return Reply(response.status, data)
+
+    def get(self, path: str, **kw) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, payload: dict, **kw) -> Reply:
+        return self.request("POST", path, payload, **kw)

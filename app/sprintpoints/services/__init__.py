@@ -1,0 +1,1 @@
+"""One blueprint per service; ``common`` holds the endpoints every service has."""

@@ -1,0 +1,329 @@
+"""Fixtures: throw-away PostgreSQL databases, the services as real gunicorn processes, and
+Flask test clients wired to them.
+
+PostgreSQL must answer on this machine (app/scripts/test-setup.sh installs and starts it).
+The admin connection defaults to the local socket with peer authentication; the services
+connect over TCP with a password, like in deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+
+from sprintpoints import create_app
+from sprintpoints.config import load_settings
+from sprintpoints.migrate import migrate
+
+ADMIN_DSN = os.environ.get(
+    "SPRINTPOINTS_TEST_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres"
+)
+DB_HOST = os.environ.get("SPRINTPOINTS_TEST_DB_HOST", "127.0.0.1")
+DB_PORT = os.environ.get("SPRINTPOINTS_TEST_DB_PORT", "5432")
+TOKEN = "test-internal-token-" + secrets.token_hex(8)
+VENV_BIN = Path(sys.executable).parent
+DB_SERVICES = ("web", "registry", "redeem")
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def admin_execute(*statements: str) -> None:
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@dataclass
+class Database:
+    name: str
+    user: str
+    password: str
+
+    def env(self, service: str) -> dict[str, str]:
+        return {
+            "SERVICE": service,
+            "DB_HOST": DB_HOST,
+            "DB_PORT": DB_PORT,
+            "DB_NAME": self.name,
+            "DB_USER": self.user,
+            "DB_PASSWORD": self.password,
+        }
+
+
+class DatabaseFactory:
+    """Creates databases with their own login role; drops them all at the end."""
+
+    def __init__(self) -> None:
+        self.created: list[Database] = []
+
+    def create(self, label: str) -> Database:
+        name = f"sp_test_{label}_{uuid.uuid4().hex[:8]}"
+        database = Database(name, name, secrets.token_hex(12))
+        admin_execute(
+            f"CREATE ROLE {name} LOGIN PASSWORD '{database.password}'",
+            f"CREATE DATABASE {name} OWNER {name}",
+        )
+        self.created.append(database)
+        return database
+
+    def drop_all(self) -> None:
+        for database in self.created:
+            admin_execute(
+                f"DROP DATABASE IF EXISTS {database.name} WITH (FORCE)",
+                f"DROP ROLE IF EXISTS {database.user}",
+            )
+
+
+@pytest.fixture(scope="session")
+def db_factory():
+    factory = DatabaseFactory()
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def databases(db_factory) -> dict[str, Database]:
+    """One migrated database per service, shared by the session (tests use unique names)."""
+    result = {}
+    for service in DB_SERVICES:
+        database = db_factory.create(service)
+        migrate(load_settings(database.env(service), migrate=True), log=lambda _line: None)
+        result[service] = database
+    return result
+
+
+@dataclass
+class Process:
+    name: str
+    url: str
+    log_path: Path
+    popen: subprocess.Popen = field(repr=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Services:
+    """The services as real gunicorn processes on loopback ports."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self.procs: dict[str, Process] = {}
+
+    def start(
+        self, name: str, env: dict[str, str], *, workers: int = 2, threads: int = 4
+    ) -> Process:
+        port = free_port()
+        full_env = {
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "APP_VERSION": "test-1.2.3",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "INTERNAL_TOKEN": TOKEN,
+            "LOG_LEVEL": "info",
+            **env,
+        }
+        log_path = self.logdir / f"{name}.log"
+        with log_path.open("wb") as log_file:  # the child keeps its own descriptor
+            popen = subprocess.Popen(
+                [
+                    str(VENV_BIN / "gunicorn"),
+                    "-c",
+                    "python:sprintpoints.gunicorn_conf",
+                    "sprintpoints:create_app()",
+                ],
+                env=full_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Process(name, f"http://127.0.0.1:{port}", log_path, popen)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            while True:
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
+                try:
+                    if requests.get(proc.url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} did not start:\n{proc.log()}")
+                time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.popen.poll() is None:
+                os.killpg(proc.popen.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+
+    def __getitem__(self, name: str) -> Process:
+        return self.procs[name]
+
+
+@pytest.fixture(scope="session")
+def live(databases, tmp_path_factory) -> Services:
+    """registry, web, redeem (vendor ok), redeem-failing (vendor always fails), two vendor stubs."""
+    services = Services(tmp_path_factory.mktemp("logs"))
+    try:
+        registry = services.start("registry", databases["registry"].env("registry"))
+        vendor = services.start(
+            "vendor", {"SERVICE": "vendor-stub", "VENDOR_LATENCY_MS": "5"}, workers=1
+        )
+        vendor_down = services.start(
+            "vendor-failing", {"SERVICE": "vendor-stub", "VENDOR_FAILURE_RATE": "1.0"}, workers=1
+        )
+        web = services.start("web", {**databases["web"].env("web"), "REGISTRY_URL": registry.url})
+        redeem_env = {**databases["redeem"].env("redeem"), "WEB_URL": web.url}
+        services.start("redeem", {**redeem_env, "VENDOR_URL": vendor.url})
+        services.start("redeem-failing", {**redeem_env, "VENDOR_URL": vendor_down.url}, workers=1)
+        services.wait_ready()
+        yield services
+    finally:
+        services.stop_all()
+
+
+def _app_env(databases, live, service: str, **extra) -> dict[str, str]:
+    env = {"TESTING": "1", "APP_VERSION": "test-1.2.3", "INTERNAL_TOKEN": TOKEN}
+    if service in DB_SERVICES:
+        env.update(databases[service].env(service))
+    if service == "web":
+        env["REGISTRY_URL"] = live["registry"].url
+    if service == "redeem":
+        env.update(WEB_URL=live["web"].url, VENDOR_URL=live["vendor"].url)
+    if service == "vendor-stub":
+        env["SERVICE"] = "vendor-stub"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def make_app(databases, live):
+    """Build a Flask app of a service against the session databases and live peers."""
+
+    def factory(service: str, **extra: str):
+        return create_app(_app_env(databases, live, service, **extra))
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def registry_client(make_app):
+    return make_app("registry").test_client()
+
+
+@pytest.fixture(scope="session")
+def web_client(make_app):
+    return make_app("web").test_client()
+
+
+@pytest.fixture(scope="session")
+def redeem_client(make_app):
+    return make_app("redeem").test_client()
+
+
+class Api:
+    """Small helper for seeding data through the live services."""
+
+    def __init__(self, live: Services):
+        self.live = live
+        self.http = requests.Session()
+
+    def post(self, service: str, path: str, body: dict, **kw) -> requests.Response:
+        return self.http.post(self.live[service].url + path, json=body, timeout=10, **kw)
+
+    def get(self, service: str, path: str, **kw) -> requests.Response:
+        return self.http.get(self.live[service].url + path, timeout=10, **kw)
+
+    def member(self, handle: str | None = None, project: str | None = None) -> tuple[str, str]:
+        handle = handle or unique("dev")
+        project = project or unique("proj")
+        assert self.post("registry", "/api/v1/users", {"handle": handle}).status_code in (201, 409)
+        assert self.post("registry", "/api/v1/projects", {"name": project}).status_code in (
+            201,
+            409,
+        )
+        response = self.post("registry", f"/api/v1/projects/{project}/members", {"handle": handle})
+        assert response.status_code in (200, 201), response.text
+        return handle, project
+
+    def earn(self, handle: str, project: str, points: int) -> int:
+        """Credit ``points`` (a multiple of 5: issues 25 and commits 10) and return the balance."""
+        balance = None
+        issues, rest = divmod(points, 25)
+        commits, rest = divmod(rest, 10)
+        assert rest == 0, "points must be made of 25s and 10s"
+        for kind, count in (("issue", issues), ("commit", commits)):
+            for _ in range(count):
+                response = self.post(
+                    "web",
+                    "/api/v1/contributions",
+                    {"handle": handle, "project": project, "kind": kind, "ref": unique("ref")},
+                )
+                assert response.status_code == 201, response.text
+                balance = response.json()["balance"]
+        return balance
+
+    def balance(self, handle: str) -> int:
+        response = self.get("web", f"/api/v1/balances/{handle}")
+        assert response.status_code == 200, response.text
+        return response.json()["balance"]
+
+
+@pytest.fixture(scope="session")
+def api(live) -> Api:
+    return Api(live)
+
+
+def assert_error(response, status: int | None = None, code: str | None = None) -> dict:
+    """The response is a JSON error body of the expected status and code."""
+    body = (
+        response.json() if hasattr(response, "json") and callable(response.json) else response.json
+    )
+    if status is not None:
+        assert response.status_code == status, (response.status_code, body)
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str)
+    assert body["error"]["code"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body
