@@ -1,0 +1,148 @@
+"""Rolling updates on the full stack under a bounded stream of mixed requests through
+HAProxy (scripts/loadgen.py, 8 clients): a good version rolls with no failed request and
+no contribution lost or counted twice; a version whose health check fails stops at the
+canary and leaves every host on the old version; a rollback goes back the same way; the
+deploy lock refuses a second run. Each rollout writes a report under reports/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, host, run_playbook
+
+LOADGEN = [sys.executable, str(PROJECT / "scripts" / "loadgen.py")]
+APP_HOSTS = ["stack-app1", "stack-app2"]
+OLD = os.environ.get("APP_VERSION") or "dev"
+NEW = f"{OLD}-next"
+BROKEN = f"{OLD}-broken"
+
+
+def loadgen(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*LOADGEN, *args], capture_output=True, text=True, timeout=600)
+
+
+def running_versions() -> set[str]:
+    versions = set()
+    for app in APP_HOSTS:
+        for service in ("web", "registry", "redeem", "vendor-stub"):
+            label = host(app).check_output(
+                "docker inspect -f '{{ index .Config.Labels \"org.sprintpoints.version\" }}' sp-%s", service
+            )
+            versions.add(label.strip())
+    return versions
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images():
+    """The next version (same code, new tag) and a broken one whose health check fails."""
+    subprocess.run([str(PROJECT / "app/scripts/build-image.sh"), NEW], check=True, capture_output=True)
+    dockerfile = f'FROM sprintpoints:{NEW}\nENV APP_VERSION={BROKEN}\nHEALTHCHECK --interval=2s CMD ["false"]\n'
+    subprocess.run(
+        ["docker", "build", "-t", f"sprintpoints:{BROKEN}", "-"], input=dockerfile, text=True, check=True,
+        capture_output=True,
+    )
+
+
+class Load:
+    """loadgen run in the background for the length of one rollout."""
+
+    def __init__(self, workdir: Path, base_url: str):
+        self.dir = workdir
+        self.state, self.records = workdir / "state.json", workdir / "records.jsonl"
+        self.marks, self.stop = workdir / "marks.jsonl", workdir / "stop"
+        setup = loadgen("setup", "--base-url", base_url, "--state", str(self.state), "--users", "12")
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+
+    def __enter__(self):
+        started = self.dir / "started"
+        self.proc = subprocess.Popen(
+            [*LOADGEN, "run", "--state", str(self.state), "--out", str(self.records), "--clients", "8",
+             "--duration", "400", "--stop-file", str(self.stop), "--started-file", str(started)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(300):
+            if started.exists() or self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), self.proc.communicate()
+        time.sleep(2)  # some traffic before the rollout starts
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(3)  # some traffic after the rollout ends
+        self.stop.touch()
+        self.out, self.err = self.proc.communicate(timeout=60)
+
+    def report(self, *expect: str) -> subprocess.CompletedProcess:
+        return loadgen("report", "--records", str(self.records), "--marks", str(self.marks), *expect)
+
+
+def rollout(version: str, load: Load, *extra: str):
+    return run_playbook(
+        "rolling_update.yml", "-e", f"app_version={version}", *extra,
+        env={"ROLLOUT_MARKS_FILE": str(load.marks), "APP_VERSION": version},
+    )
+
+
+def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
+    assert running_versions() == {OLD}
+    with Load(tmp_path, base_url) as load:
+        run = rollout(NEW, load)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert running_versions() == {NEW}
+    assert "failures=0" in load.out, load.out + load.err
+    report = load.report("--expect-versions", OLD, NEW, "--max-failures", "0")
+    assert report.returncode == 0, report.stdout + report.stderr
+    check = loadgen("check", "--state", str(load.state), "--records", str(load.records))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_broken_version_stops_at_the_canary_and_nothing_fails(tmp_path, base_url):
+    with Load(tmp_path, base_url) as load:
+        run = rollout(BROKEN, load, "-e", "app_service_health_timeout=20")
+    assert run.returncode != 0
+    assert "stack-app1 failed at" in run.stdout, run.stdout[-4000:]
+    assert running_versions() == {NEW}
+    assert "failures=0" in load.out, load.out + load.err
+    report = load.report(
+        "--tag", "canary-fail", "--no-latest", "--expect-only-version", NEW,
+        "--expect-stopped-at", "stack-app1", "--max-failures", "0",
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_rollback_returns_to_the_version_before(tmp_path):
+    run = run_playbook("rollback.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert running_versions() == {OLD}
+
+
+def test_status_shows_versions_lock_and_audit():
+    run = run_playbook("status.yml")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f"stack-app1 web          {OLD}" in run.stdout
+    assert "msg: free" in run.stdout
+    assert '"result": "failed"' in run.stdout and '"result": "success"' in run.stdout
+    assert '"action": "rollback"' in run.stdout
+
+
+def test_a_second_rollout_is_refused_while_the_lock_is_held():
+    lock = {"id": "crashedrun", "who": "someone@elsewhere", "since": "2026-01-01T00:00:00Z",
+            "action": "rollout", "version": "x"}
+    db = host("stack-db1")
+    db.run_expect([0], f"mkdir -p /var/lib/sprintpoints-deploy && echo '{json.dumps(lock)}' > /var/lib/sprintpoints-deploy/lock")
+    run = run_playbook("rolling_update.yml", "-e", f"app_version={OLD}")
+    assert run.returncode != 0
+    assert "held by someone@elsewhere since 2026-01-01T00:00:00Z" in run.stdout
+    assert db.file("/var/lib/sprintpoints-deploy/lock").exists  # never broken by accident
+
+    wrong = run_playbook("unlock.yml", "-e", "lock_id=guess")
+    assert wrong.returncode != 0 and db.file("/var/lib/sprintpoints-deploy/lock").exists
+    right = run_playbook("unlock.yml", "-e", "lock_id=crashedrun")
+    assert right.returncode == 0 and not db.file("/var/lib/sprintpoints-deploy/lock").exists
