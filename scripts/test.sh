@@ -41,7 +41,8 @@ molecule_scenarios() {
 }
 
 run_molecule() {
-  local dir=$1 project=${1%/molecule/*} scenario=${1##*/}
+  local dir=$1 project=. scenario=${1##*/}
+  case $dir in roles/*) project=${dir%/molecule/*} ;; esac
   (cd "$project" && molecule test -s "$scenario")
 }
 
@@ -81,7 +82,10 @@ if [ -z "$scenarios" ]; then
   missing molecule molecule "no molecule scenario yet"
 fi
 for dir in $scenarios; do
-  name=${dir#roles/}; name=${name/\/molecule\//-}
+  case $dir in
+    roles/*) name=${dir#roles/}; name=${name/\/molecule\//-} ;;  # roles/haproxy/molecule/default -> haproxy-default
+    *) name=stack-${dir#molecule/} ;;                             # molecule/default -> stack-default
+  esac
   step molecule "molecule-$name" run_molecule "$dir"
 done
 
