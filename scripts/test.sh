@@ -5,6 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
+# The version the image step builds and the full-stack scenario deploys (make exports it).
+export APP_VERSION=${APP_VERSION:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}
 ONLY=${ONLY:-}
 LOGDIR=${TEST_LOGDIR:-reports/test-logs}
 mkdir -p "$LOGDIR"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from conftest import INVENTORY, recap, run_playbook
+from conftest import INVENTORY, PROJECT, recap, run_playbook
 
 
 def test_check_mode_on_the_converged_stack_reports_no_change():
@@ -37,16 +37,18 @@ def test_a_port_clash_fails_fast_naming_it():
 
 
 def _inventory_with(tmp_path, change) -> str:
+    """A copy of molecule's inventory (groups at the top level, as molecule writes it)
+    changed by `change`, next to the lab's group_vars like the original."""
     inventory = yaml.safe_load(open(INVENTORY))
-    change(inventory["all"]["children"])
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    return str(path)
+    change(inventory)
+    (tmp_path / "group_vars").symlink_to(PROJECT / "inventories" / "lab" / "group_vars")
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    return str(tmp_path)
 
 
 def test_an_app_tier_with_no_hosts_fails_naming_the_group(tmp_path):
-    def empty_app_servers(children):
-        children["app_servers"]["hosts"] = {}
+    def empty_app_servers(groups):
+        groups["app_servers"]["hosts"] = {}
 
     run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, empty_app_servers))
     assert run.returncode != 0
@@ -55,8 +57,8 @@ def test_an_app_tier_with_no_hosts_fails_naming_the_group(tmp_path):
 
 
 def test_an_unreachable_host_is_reported_and_nothing_changes(tmp_path):
-    def add_ghost_database(children):
-        children["databases"]["hosts"]["stack-ghost"] = {"ansible_connection": "community.docker.docker"}
+    def add_ghost_database(groups):
+        groups["databases"]["hosts"]["stack-ghost"] = {"ansible_connection": "community.docker.docker"}
 
     run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, add_ghost_database))
     assert run.returncode != 0
