@@ -127,3 +127,14 @@ def test_services_are_ready_on_every_app_host():
         for port in (8001, 8002, 8003, 8004):
             out = host("stack-lb1").run(f"curl -fsS http://{address}:{port}/readyz")
             assert out.rc == 0, f"{app}:{port} {out.stderr}"
+
+
+def test_every_container_runs_the_images_health_check():
+    """A shorter health interval from the inventory keeps the image's test: a container whose
+    check is disabled would count as healthy the moment it runs, and a broken version would roll."""
+    for app in APP_HOSTS:
+        for service in ("web", "registry", "redeem", "vendor-stub"):
+            out = host(app).check_output(
+                "docker inspect -f '{{json .Config.Healthcheck.Test}} {{.State.Health.Status}}' sp-%s", service
+            )
+            assert out == '["CMD","python3","-m","sprintpoints.healthcheck"] healthy', f"{app} sp-{service}: {out}"
