@@ -54,6 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8000
+# The probe runs by path with -I -S: importing the package would load Flask on every probe.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
-    CMD ["python3", "-m", "sprintpoints.healthcheck"]
+    CMD ["python3", "-I", "-S", "/opt/venv/lib/python3.11/site-packages/sprintpoints/healthcheck.py"]
 CMD ["gunicorn", "--config", "python:sprintpoints.gunicorn_conf", "sprintpoints:create_app()"]
