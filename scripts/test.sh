@@ -49,8 +49,8 @@ run_molecule() {
 }
 
 # --- lint ---------------------------------------------------------------------------
-step lint ruff ruff check app scripts
-step lint ruff-format ruff format --check app scripts
+step lint ruff ruff check app scripts molecule roles
+step lint ruff-format ruff format --check app scripts molecule roles
 step lint yamllint yamllint -s .
 step lint ansible-lint ansible-lint --profile production
 

@@ -49,11 +49,20 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def run_playbook(playbook: str, *args: str, env: dict | None = None, inventory: str = INVENTORY):
+def run_playbook(
+    playbook: str, *args: str, env: dict | None = None, inventory: str = INVENTORY
+):
     """Run one of the project's playbooks against the scenario's hosts; return the
     completed process (never raises: the tests assert on rc and output)."""
     return subprocess.run(
-        ["ansible-playbook", "-i", inventory, str(PROJECT / "playbooks" / playbook), *args],
+        [
+            "ansible-playbook",
+            "-i",
+            inventory,
+            str(PROJECT / "playbooks" / playbook),
+            *args,
+        ],
+        check=False,
         capture_output=True,
         text=True,
         cwd=PROJECT,
@@ -81,6 +90,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
         if in_recap and ":" in line and "=" in line:
             name, rest = line.split(":", 1)
             counters[name.strip()] = {
-                key: int(value) for key, value in (item.split("=") for item in rest.split())
+                key: int(value)
+                for key, value in (item.split("=") for item in rest.split())
             }
     return counters

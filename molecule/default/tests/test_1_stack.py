@@ -23,11 +23,27 @@ def test_the_contract_end_to_end(http, base_url, unique):
     handle, project = f"ada-{unique}", f"proj-{unique}"
     r = http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
     assert r.status_code == 201, r.text
-    assert http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10).status_code == 409
-    assert http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10).status_code == 201
-    r = http.post(f"{base_url}/api/v1/projects/{project}/members", json={"handle": handle}, timeout=10)
+    assert (
+        http.post(
+            f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10
+        ).status_code
+        == 409
+    )
+    assert (
+        http.post(
+            f"{base_url}/api/v1/projects", json={"name": project}, timeout=10
+        ).status_code
+        == 201
+    )
+    r = http.post(
+        f"{base_url}/api/v1/projects/{project}/members",
+        json={"handle": handle},
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
-    assert handle in str(http.get(f"{base_url}/api/v1/projects/{project}", timeout=10).json()["members"])
+    assert handle in str(
+        http.get(f"{base_url}/api/v1/projects/{project}", timeout=10).json()["members"]
+    )
 
     for ref in ("c1", "c2", "c3"):
         body = {"handle": handle, "project": project, "kind": "issue", "ref": ref}
@@ -35,9 +51,15 @@ def test_the_contract_end_to_end(http, base_url, unique):
         assert r.status_code == 201, r.text
     again = http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
     assert again.status_code == 200 and again.json() == r.json()
-    assert http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"] == 75
+    assert (
+        http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"]
+        == 75
+    )
 
-    rewards = {item["sku"]: item for item in http.get(f"{base_url}/api/v1/rewards", timeout=10).json()["rewards"]}
+    rewards = {
+        item["sku"]: item
+        for item in http.get(f"{base_url}/api/v1/rewards", timeout=10).json()["rewards"]
+    }
     assert {"coffee", "pop-tarts", "dogecoin"} <= rewards.keys()
     r = http.post(
         f"{base_url}/api/v1/redemptions",
@@ -49,7 +71,12 @@ def test_the_contract_end_to_end(http, base_url, unique):
     redemption = r.json()
     assert redemption["status"] == "fulfilled"
     assert redemption["balance"] == 75 - rewards["coffee"]["cost"]
-    assert http.get(f"{base_url}/api/v1/redemptions/{redemption['id']}", timeout=10).status_code == 200
+    assert (
+        http.get(
+            f"{base_url}/api/v1/redemptions/{redemption['id']}", timeout=10
+        ).status_code
+        == 200
+    )
     assert (
         http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"]
         == 75 - rewards["coffee"]["cost"]
@@ -57,11 +84,17 @@ def test_the_contract_end_to_end(http, base_url, unique):
     assert http.get(f"{base_url}/api/v1/leaderboard", timeout=10).status_code == 200
 
 
-def test_one_request_id_is_followed_through_haproxy_web_and_redeem(http, base_url, unique):
+def test_one_request_id_is_followed_through_haproxy_web_and_redeem(
+    http, base_url, unique
+):
     handle, project = f"rid-{unique}", f"rid-{unique}"
     http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
     http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10)
-    http.post(f"{base_url}/api/v1/projects/{project}/members", json={"handle": handle}, timeout=10)
+    http.post(
+        f"{base_url}/api/v1/projects/{project}/members",
+        json={"handle": handle},
+        timeout=10,
+    )
     body = {"handle": handle, "project": project, "kind": "issue", "ref": "r1"}
     http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
 
@@ -80,16 +113,23 @@ def test_one_request_id_is_followed_through_haproxy_web_and_redeem(http, base_ur
     assert request_id in lb_log
 
     def service_log(service: str) -> str:
-        return "".join(host(app).run(f"docker logs sp-{service} 2>&1").stdout for app in APP_HOSTS)
+        return "".join(
+            host(app).run(f"docker logs sp-{service} 2>&1").stdout for app in APP_HOSTS
+        )
 
     # redeem answered the public request; web got the debit call through HAProxy.
     assert request_id in service_log("redeem")
     assert request_id in service_log("web")
 
 
-@pytest.mark.parametrize("path", ["/internal/v1/debits", "/internal/", "/INTERNAL/v1/debits", "/%69nternal/x"])
+@pytest.mark.parametrize(
+    "path",
+    ["/internal/v1/debits", "/internal/", "/INTERNAL/v1/debits", "/%69nternal/x"],
+)
 def test_internal_endpoints_are_refused_from_outside(http, base_url, path):
-    r = http.post(base_url + path, json={"handle": "x", "amount": 1, "ref": "x"}, timeout=10)
+    r = http.post(
+        base_url + path, json={"handle": "x", "amount": 1, "ref": "x"}, timeout=10
+    )
     assert r.status_code in (403, 404)
     assert r.json()["error"]["code"]
 
@@ -105,7 +145,9 @@ s.sendall(struct.pack('!ii', 8 + len(params), 196608) + params)
 reply = s.recv(4096)
 print(reply[:1].decode() + ' ' + reply[5:].decode(errors='replace'))
 """
-    encoded = base64.b64encode(script.encode()).decode()  # no shell quoting of the script
+    encoded = base64.b64encode(
+        script.encode()
+    ).decode()  # no shell quoting of the script
     return host(from_host).run(f"echo {encoded} | base64 -d | python3").stdout
 
 
@@ -135,6 +177,9 @@ def test_every_container_runs_the_images_health_check():
     for app in APP_HOSTS:
         for service in ("web", "registry", "redeem", "vendor-stub"):
             out = host(app).check_output(
-                "docker inspect -f '{{json .Config.Healthcheck.Test}} {{.State.Health.Status}}' sp-%s", service
+                "docker inspect -f '{{json .Config.Healthcheck.Test}} {{.State.Health.Status}}' sp-%s",
+                service,
             )
-            assert out == '["CMD","python3","-m","sprintpoints.healthcheck"] healthy', f"{app} sp-{service}: {out}"
+            assert out == '["CMD","python3","-m","sprintpoints.healthcheck"] healthy', (
+                f"{app} sp-{service}: {out}"
+            )

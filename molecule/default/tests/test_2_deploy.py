@@ -14,11 +14,20 @@ def test_check_mode_on_the_converged_stack_reports_no_change():
     assert run.returncode == 0, run.stdout[-3000:]
     counters = recap(run.stdout)
     assert counters, run.stdout[-2000:]
-    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), (
+        counters
+    )
 
 
 def test_a_missing_database_password_fails_fast_naming_it():
-    extra = json.dumps({"sprintpoints_db_passwords": {"web": "long-enough-password", "registry": "x" * 16}})
+    extra = json.dumps(
+        {
+            "sprintpoints_db_passwords": {
+                "web": "long-enough-password",
+                "registry": "x" * 16,
+            }
+        }
+    )
     run = run_playbook("site.yml", "-e", extra)
     assert run.returncode != 0
     assert "sprintpoints_db_passwords.redeem" in run.stdout
@@ -28,9 +37,16 @@ def test_a_missing_database_password_fails_fast_naming_it():
 def test_a_port_clash_fails_fast_naming_it():
     services = [
         {"name": "web", "port": 8001, "internal_port": 9001, "url_env": "WEB_URL"},
-        {"name": "registry", "port": 8001, "internal_port": 9002, "url_env": "REGISTRY_URL"},
+        {
+            "name": "registry",
+            "port": 8001,
+            "internal_port": 9002,
+            "url_env": "REGISTRY_URL",
+        },
     ]
-    run = run_playbook("site.yml", "-e", json.dumps({"sprintpoints_services": services}))
+    run = run_playbook(
+        "site.yml", "-e", json.dumps({"sprintpoints_services": services})
+    )
     assert run.returncode != 0
     assert "sprintpoints_services" in run.stdout and "8001" in run.stdout
     assert all(c["changed"] == 0 for c in recap(run.stdout).values())
@@ -39,7 +55,8 @@ def test_a_port_clash_fails_fast_naming_it():
 def _inventory_with(tmp_path, change) -> str:
     """A copy of molecule's inventory (groups at the top level, as molecule writes it)
     changed by `change`, next to the lab's group_vars like the original."""
-    inventory = yaml.safe_load(open(INVENTORY))
+    with open(INVENTORY) as original:
+        inventory = yaml.safe_load(original)
     change(inventory)
     (tmp_path / "group_vars").symlink_to(PROJECT / "inventories" / "lab" / "group_vars")
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
@@ -50,7 +67,9 @@ def test_an_app_tier_with_no_hosts_fails_naming_the_group(tmp_path):
     def empty_app_servers(groups):
         groups["app_servers"]["hosts"] = {}
 
-    run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, empty_app_servers))
+    run = run_playbook(
+        "site.yml", inventory=_inventory_with(tmp_path, empty_app_servers)
+    )
     assert run.returncode != 0
     assert "'app_servers' has no hosts" in run.stdout
     assert all(c["changed"] == 0 for c in recap(run.stdout).values())
@@ -58,9 +77,13 @@ def test_an_app_tier_with_no_hosts_fails_naming_the_group(tmp_path):
 
 def test_an_unreachable_host_is_reported_and_nothing_changes(tmp_path):
     def add_ghost_database(groups):
-        groups["databases"]["hosts"]["stack-ghost"] = {"ansible_connection": "community.docker.docker"}
+        groups["databases"]["hosts"]["stack-ghost"] = {
+            "ansible_connection": "community.docker.docker"
+        }
 
-    run = run_playbook("site.yml", inventory=_inventory_with(tmp_path, add_ghost_database))
+    run = run_playbook(
+        "site.yml", inventory=_inventory_with(tmp_path, add_ghost_database)
+    )
     assert run.returncode != 0
     counters = recap(run.stdout)
     assert counters["stack-ghost"]["unreachable"] == 1

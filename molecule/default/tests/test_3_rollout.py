@@ -24,7 +24,9 @@ BROKEN = f"{OLD}-broken"
 
 
 def loadgen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOADGEN, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*LOADGEN, *args], check=False, capture_output=True, text=True, timeout=600
+    )
 
 
 def running_versions() -> set[str]:
@@ -32,7 +34,8 @@ def running_versions() -> set[str]:
     for app in APP_HOSTS:
         for service in ("web", "registry", "redeem", "vendor-stub"):
             label = host(app).check_output(
-                "docker inspect -f '{{ index .Config.Labels \"org.sprintpoints.version\" }}' sp-%s", service
+                "docker inspect -f '{{ index .Config.Labels \"org.sprintpoints.version\" }}' sp-%s",
+                service,
             )
             versions.add(label.strip())
     return versions
@@ -41,10 +44,17 @@ def running_versions() -> set[str]:
 @pytest.fixture(scope="module", autouse=True)
 def images():
     """The next version (same code, new tag) and a broken one whose health check fails."""
-    subprocess.run([str(PROJECT / "app/scripts/build-image.sh"), NEW], check=True, capture_output=True)
+    subprocess.run(
+        [str(PROJECT / "app/scripts/build-image.sh"), NEW],
+        check=True,
+        capture_output=True,
+    )
     dockerfile = f'FROM sprintpoints:{NEW}\nENV APP_VERSION={BROKEN}\nHEALTHCHECK --interval=2s CMD ["false"]\n'
     subprocess.run(
-        ["docker", "build", "-t", f"sprintpoints:{BROKEN}", "-"], input=dockerfile, text=True, check=True,
+        ["docker", "build", "-t", f"sprintpoints:{BROKEN}", "-"],
+        input=dockerfile,
+        text=True,
+        check=True,
         capture_output=True,
     )
 
@@ -56,15 +66,33 @@ class Load:
         self.dir = workdir
         self.state, self.records = workdir / "state.json", workdir / "records.jsonl"
         self.marks, self.stop = workdir / "marks.jsonl", workdir / "stop"
-        setup = loadgen("setup", "--base-url", base_url, "--state", str(self.state), "--users", "12")
+        setup = loadgen(
+            "setup", "--base-url", base_url, "--state", str(self.state), "--users", "12"
+        )
         assert setup.returncode == 0, setup.stdout + setup.stderr
 
     def __enter__(self):
         started = self.dir / "started"
         self.proc = subprocess.Popen(
-            [*LOADGEN, "run", "--state", str(self.state), "--out", str(self.records), "--clients", "8",
-             "--duration", "400", "--stop-file", str(self.stop), "--started-file", str(started)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *LOADGEN,
+                "run",
+                "--state",
+                str(self.state),
+                "--out",
+                str(self.records),
+                "--clients",
+                "8",
+                "--duration",
+                "400",
+                "--stop-file",
+                str(self.stop),
+                "--started-file",
+                str(started),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(300):
             if started.exists() or self.proc.poll() is not None:
@@ -80,12 +108,22 @@ class Load:
         self.out, self.err = self.proc.communicate(timeout=60)
 
     def report(self, *expect: str) -> subprocess.CompletedProcess:
-        return loadgen("report", "--records", str(self.records), "--marks", str(self.marks), *expect)
+        return loadgen(
+            "report",
+            "--records",
+            str(self.records),
+            "--marks",
+            str(self.marks),
+            *expect,
+        )
 
 
 def rollout(version: str, load: Load, *extra: str):
     return run_playbook(
-        "rolling_update.yml", "-e", f"app_version={version}", *extra,
+        "rolling_update.yml",
+        "-e",
+        f"app_version={version}",
+        *extra,
         env={"ROLLOUT_MARKS_FILE": str(load.marks), "APP_VERSION": version},
     )
 
@@ -111,8 +149,15 @@ def test_a_broken_version_stops_at_the_canary_and_nothing_fails(tmp_path, base_u
     assert running_versions() == {NEW}
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(
-        "--tag", "canary-fail", "--no-latest", "--expect-only-version", NEW,
-        "--expect-stopped-at", "stack-app1", "--max-failures", "0",
+        "--tag",
+        "canary-fail",
+        "--no-latest",
+        "--expect-only-version",
+        NEW,
+        "--expect-stopped-at",
+        "stack-app1",
+        "--max-failures",
+        "0",
     )
     assert report.returncode == 0, report.stdout + report.stderr
 
@@ -133,16 +178,29 @@ def test_status_shows_versions_lock_and_audit():
 
 
 def test_a_second_rollout_is_refused_while_the_lock_is_held():
-    lock = {"id": "crashedrun", "who": "someone@elsewhere", "since": "2026-01-01T00:00:00Z",
-            "action": "rollout", "version": "x"}
+    lock = {
+        "id": "crashedrun",
+        "who": "someone@elsewhere",
+        "since": "2026-01-01T00:00:00Z",
+        "action": "rollout",
+        "version": "x",
+    }
     db = host("stack-db1")
-    db.run_expect([0], f"mkdir -p /var/lib/sprintpoints-deploy && echo '{json.dumps(lock)}' > /var/lib/sprintpoints-deploy/lock")
+    db.run_expect(
+        [0],
+        f"mkdir -p /var/lib/sprintpoints-deploy && echo '{json.dumps(lock)}' > /var/lib/sprintpoints-deploy/lock",
+    )
     run = run_playbook("rolling_update.yml", "-e", f"app_version={OLD}")
     assert run.returncode != 0
     assert "held by someone@elsewhere since 2026-01-01T00:00:00Z" in run.stdout
-    assert db.file("/var/lib/sprintpoints-deploy/lock").exists  # never broken by accident
+    assert db.file(
+        "/var/lib/sprintpoints-deploy/lock"
+    ).exists  # never broken by accident
 
     wrong = run_playbook("unlock.yml", "-e", "lock_id=guess")
     assert wrong.returncode != 0 and db.file("/var/lib/sprintpoints-deploy/lock").exists
     right = run_playbook("unlock.yml", "-e", "lock_id=crashedrun")
-    assert right.returncode == 0 and not db.file("/var/lib/sprintpoints-deploy/lock").exists
+    assert (
+        right.returncode == 0
+        and not db.file("/var/lib/sprintpoints-deploy/lock").exists
+    )

@@ -39,9 +39,7 @@ def test_archive_mode_left_nothing_on_the_host(host):
 
 
 def test_registry_catalog_lists_the_repository(host):
-    catalog = json.loads(
-        host.check_output(f"curl -fsS http://{REGISTRY}/v2/_catalog")
-    )
+    catalog = json.loads(host.check_output(f"curl -fsS http://{REGISTRY}/v2/_catalog"))
     assert IMAGE in catalog["repositories"]
     tags = json.loads(
         host.check_output(f"curl -fsS http://{REGISTRY}/v2/{IMAGE}/tags/list")

@@ -43,7 +43,9 @@ def psql_remote(remote, user, password, dbname, sql):
 
 def psql_local(host, sql, dbname="postgres"):
     """psql as the postgres superuser over the local socket (peer authentication)."""
-    cmd = host.run(f"runuser -u postgres -- psql --no-psqlrc -tA -v ON_ERROR_STOP=1 -d {dbname} -c {shlex.quote(sql)}")
+    cmd = host.run(
+        f"runuser -u postgres -- psql --no-psqlrc -tA -v ON_ERROR_STOP=1 -d {dbname} -c {shlex.quote(sql)}"
+    )
     return cmd
 
 
@@ -71,7 +73,10 @@ def test_tuning_from_variables_is_live(host):
 def test_passwords_are_scram_only(host, databases):
     assert query(host, "SHOW password_encryption") == "scram-sha-256"
     for database in databases:
-        stored = query(host, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{database['owner']}'")
+        stored = query(
+            host,
+            f"SELECT rolpassword FROM pg_authid WHERE rolname = '{database['owner']}'",
+        )
         assert stored.startswith("SCRAM-SHA-256$"), database["owner"]
 
 
@@ -92,7 +97,9 @@ def test_pg_hba_has_only_scram_lines_for_own_database_and_user(host, databases):
         else:
             assert method == "scram-sha-256", rule
             host_rules.append((database, user, address, netmask))
-    expected = {(d["name"], d["owner"], "10.250.50.20", "255.255.255.255") for d in databases}
+    expected = {
+        (d["name"], d["owner"], "10.250.50.20", "255.255.255.255") for d in databases
+    }
     assert set(host_rules) == expected
 
 
@@ -109,22 +116,64 @@ def test_owner_roles_have_no_superpowers(host, databases):
 def test_each_database_is_reachable_by_its_owner_only(host, databases):
     for database in databases:
         name, owner = database["name"], database["owner"]
-        assert query(host, f"SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'") == owner
-        assert query(host, f"SELECT has_database_privilege('public', '{name}', 'CONNECT')") == "f"
-        assert query(host, f"SELECT has_database_privilege('{owner}', '{name}', 'CONNECT')") == "t"
-        assert query(host, "SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'", name) == owner
-        assert query(host, "SELECT has_schema_privilege('public', 'public', 'CREATE')", name) == "f"
+        assert (
+            query(
+                host,
+                f"SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'",
+            )
+            == owner
+        )
+        assert (
+            query(host, f"SELECT has_database_privilege('public', '{name}', 'CONNECT')")
+            == "f"
+        )
+        assert (
+            query(
+                host, f"SELECT has_database_privilege('{owner}', '{name}', 'CONNECT')"
+            )
+            == "t"
+        )
+        assert (
+            query(
+                host,
+                "SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'",
+                name,
+            )
+            == owner
+        )
+        assert (
+            query(
+                host, "SELECT has_schema_privilege('public', 'public', 'CREATE')", name
+            )
+            == "f"
+        )
         for other in databases:
             if other is not database:
-                assert query(host, f"SELECT has_database_privilege('{other['owner']}', '{name}', 'CONNECT')") == "f"
-                assert query(host, f"SELECT has_schema_privilege('{other['owner']}', 'public', 'CREATE')", name) == "f"
+                assert (
+                    query(
+                        host,
+                        f"SELECT has_database_privilege('{other['owner']}', '{name}', 'CONNECT')",
+                    )
+                    == "f"
+                )
+                assert (
+                    query(
+                        host,
+                        f"SELECT has_schema_privilege('{other['owner']}', 'public', 'CREATE')",
+                        name,
+                    )
+                    == "f"
+                )
 
 
 def test_client_owner_logs_in_and_writes_its_own_database(client, databases):
     web = databases[0]
     table = f"verify_{uuid.uuid4().hex[:8]}"
     login = (client, web["owner"], web["password"], web["name"])
-    created = psql_remote(*login, f"CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (1), (2), (3);")
+    created = psql_remote(
+        *login,
+        f"CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (1), (2), (3);",
+    )
     assert created.rc == 0, created.stderr
     counted = psql_remote(*login, f"SELECT count(*) FROM {table}")
     assert counted.rc == 0, counted.stderr
@@ -142,7 +191,9 @@ def test_client_wrong_password_is_refused(client, databases):
 
 def test_owner_cannot_connect_to_another_services_database(client, databases):
     web, registry = databases[0], databases[1]
-    cmd = psql_remote(client, web["owner"], web["password"], registry["name"], "SELECT 1")
+    cmd = psql_remote(
+        client, web["owner"], web["password"], registry["name"], "SELECT 1"
+    )
     assert cmd.rc != 0
     assert "no pg_hba.conf entry" in cmd.stderr
     # Nor through the postgres maintenance database.
@@ -151,10 +202,16 @@ def test_owner_cannot_connect_to_another_services_database(client, databases):
     assert "no pg_hba.conf entry" in cmd.stderr
 
 
-def test_owner_cannot_write_another_services_database_even_when_connected(host, databases):
+def test_owner_cannot_write_another_services_database_even_when_connected(
+    host, databases
+):
     # pg_hba keeps it out; privileges would stop it as well: impersonate it as the superuser.
     web, registry = databases[0], databases[1]
-    cmd = psql_local(host, f"SET ROLE {web['owner']}; CREATE TABLE public.intruder (id int);", registry["name"])
+    cmd = psql_local(
+        host,
+        f"SET ROLE {web['owner']}; CREATE TABLE public.intruder (id int);",
+        registry["name"],
+    )
     assert cmd.rc != 0
     assert "permission denied for schema public" in cmd.stderr
 
@@ -170,7 +227,9 @@ def test_backup_timer_is_enabled_and_scheduled(host):
     timer = host.service("sprintpoints-pg-backup.timer")
     assert timer.is_enabled
     assert timer.is_running
-    props = host.run("systemctl show sprintpoints-pg-backup.timer -p TimersCalendar -p Persistent").stdout
+    props = host.run(
+        "systemctl show sprintpoints-pg-backup.timer -p TimersCalendar -p Persistent"
+    ).stdout
     assert "OnCalendar=*-*-* 02:30:00" in props
     assert "Persistent=yes" in props
 
@@ -189,7 +248,12 @@ def test_backup_service_dumps_and_restore_gives_the_same_rows(host, databases):
     before = set(host.run(f"ls {BACKUP_DIR}/{name}").stdout.split())
 
     start = host.run("systemctl start sprintpoints-pg-backup.service")
-    assert start.rc == 0, start.stderr + host.run("journalctl -u sprintpoints-pg-backup.service --no-pager -n 30").stdout
+    assert start.rc == 0, (
+        start.stderr
+        + host.run(
+            "journalctl -u sprintpoints-pg-backup.service --no-pager -n 30"
+        ).stdout
+    )
     new = sorted(set(host.run(f"ls {BACKUP_DIR}/{name}").stdout.split()) - before)
     assert len(new) == 1 and new[0].endswith(".dump"), new
     dump = f"{BACKUP_DIR}/{name}/{new[0]}"
@@ -197,13 +261,24 @@ def test_backup_service_dumps_and_restore_gives_the_same_rows(host, databases):
     assert host.file(dump).mode == 0o600
     assert host.file(dump).size > 0
 
-    restore = host.run(f"/usr/local/sbin/sprintpoints-pg-restore {name} {dump} {scratch}")
+    restore = host.run(
+        f"/usr/local/sbin/sprintpoints-pg-restore {name} {dump} {scratch}"
+    )
     assert restore.rc == 0, restore.stderr
     assert "NEW database" in restore.stderr
     assert restore.stdout.strip() == f"restored {dump} into {scratch}"
     assert query(host, "SELECT count(*), sum(v) FROM points", scratch) == "42|903"
-    assert query(host, f"SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{scratch}'") == owner
-    assert query(host, f"SELECT has_database_privilege('public', '{scratch}', 'CONNECT')") == "f"
+    assert (
+        query(
+            host,
+            f"SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{scratch}'",
+        )
+        == owner
+    )
+    assert (
+        query(host, f"SELECT has_database_privilege('public', '{scratch}', 'CONNECT')")
+        == "f"
+    )
 
     # Restoring again into the now existing database says so and saves it first.
     query(host, "DELETE FROM points WHERE v > 10", scratch)
@@ -238,6 +313,8 @@ def test_backup_script_fails_on_a_failed_dump(host):
 
 def test_restore_refuses_unknown_database_and_missing_dump(host, databases):
     assert host.run("/usr/local/sbin/sprintpoints-pg-restore no_such_db latest").rc != 0
-    cmd = host.run(f"/usr/local/sbin/sprintpoints-pg-restore {databases[0]['name']} /nonexistent.dump scratch_x")
+    cmd = host.run(
+        f"/usr/local/sbin/sprintpoints-pg-restore {databases[0]['name']} /nonexistent.dump scratch_x"
+    )
     assert cmd.rc != 0
     assert "cannot read dump file" in cmd.stderr
