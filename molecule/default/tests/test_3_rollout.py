@@ -173,8 +173,10 @@ def test_status_shows_versions_lock_and_audit():
     assert run.returncode == 0, run.stdout[-3000:]
     assert f"stack-app1 web          {OLD}" in run.stdout
     assert "msg: free" in run.stdout
-    assert '"result": "failed"' in run.stdout and '"result": "success"' in run.stdout
-    assert '"action": "rollback"' in run.stdout
+    assert f"rollout {OLD} -> {NEW} success" in run.stdout
+    assert f"rollout {NEW} -> {BROKEN} failed" in run.stdout
+    assert f"rollback {NEW} -> {OLD} success" in run.stdout
+    assert "stack-app1 failed at" in run.stdout
 
 
 def test_a_second_rollout_is_refused_while_the_lock_is_held():
