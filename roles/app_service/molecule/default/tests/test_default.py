@@ -44,7 +44,10 @@ def test_container_is_hardened(host, name):
     # app_service_health_interval shortens the image's check; its test must survive (a
     # test of NONE would disable the check and make any running container "healthy").
     image = json.loads(host.check_output(f"docker image inspect {details['Image']}"))[0]
-    assert details["Config"]["Healthcheck"]["Test"] == image["Config"]["Healthcheck"]["Test"]
+    assert (
+        details["Config"]["Healthcheck"]["Test"]
+        == image["Config"]["Healthcheck"]["Test"]
+    )
     assert details["Config"]["Healthcheck"]["Interval"] == 1_000_000_000
     assert host.check_output(f"docker exec {name} id -u") == "10001"
     assert host.run(f"docker exec {name} touch /probe").rc != 0, (
