@@ -72,8 +72,9 @@ exception class when no answer came; ``code``/``message`` are the API's error;
 ``version`` is the ``X-App-Version`` header (null when absent); ``reason`` says why
 the request counts as failed (null when ``ok``).
 
-Marks (``report --marks``), one JSON object per line, appended by the rolling-update
-playbook (``ROLLOUT_MARKS_FILE``, playbooks/tasks/mark.yml)::
+Marks (``report --marks``), one JSON object per line, written by the rolling-update
+playbook when it ends or stops (``ROLLOUT_MARKS_FILE``, playbooks/tasks/mark.yml and
+marks_write.yml; the file is replaced, one per rollout)::
 
     {"t": 1718200003.5, "host": "app1", "event": "drain"}
 

@@ -1,6 +1,8 @@
 """Behaviour of app_service after converge (version 1), a second push and a deploy of version 2."""
 
 import json
+import pathlib
+import tarfile
 import time
 
 import docker
@@ -129,6 +131,32 @@ def test_image_matches_control_node_and_archive_is_gone(host):
     assert inspect(host, "sp-web")["Image"] == wanted
     assert not host.file("/var/tmp/sprintpoints-standin-2.tar").exists
     assert not host.file("/var/tmp/sprintpoints-standin-1.tar").exists
+
+
+def test_version_2_was_shipped_without_the_layers_the_hosts_had(host):
+    # The hosts held version 1 when version 2 was pushed: they got the layers version 1 lacks,
+    # not the 100 MB base layer both share (push.yml, library/app_service_delta_archive.py).
+    cache = pathlib.Path.home() / ".cache/sprintpoints/images"
+    full = cache / "sprintpoints-standin-2.tar"
+    deltas = sorted(
+        cache.glob("sprintpoints-standin-2.delta-*.tar"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    assert full.is_file()
+    assert deltas, f"no delta archive of version 2 in {cache}"
+    assert deltas[-1].stat().st_size < full.stat().st_size / 10
+    v1 = CONTROL.images.get("sprintpoints-standin:1").attrs["RootFS"]["Layers"]
+    v2 = CONTROL.images.get("sprintpoints-standin:2").attrs["RootFS"]["Layers"]
+    shared = next(i for i, (a, b) in enumerate(zip([*v1, None], [*v2, None])) if a != b)
+    assert 0 < shared < len(v2), (
+        "the stand-in versions should share their base layer only"
+    )
+    with tarfile.open(deltas[-1]) as delta, tarfile.open(full) as whole:
+        kept = set(delta.getnames())
+        layers = json.load(whole.extractfile("manifest.json"))[0]["Layers"]
+    assert "manifest.json" in kept
+    assert not kept & set(layers[:shared])
+    assert set(layers[shared:]) <= kept
 
 
 def test_old_image_pruned_to_keep_images(host):
