@@ -1,0 +1,286 @@
+#!/usr/bin/python
+"""Replace running containers by staged ones, side by side, in one engine session."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: app_service_swap
+short_description: Swap running containers for staged copies created ahead of time
+description:
+  - For each name, the container C(<name><suffix>) was created ahead of time (state
+    C(present), by C(community.docker.docker_container)) with the settings the running
+    container C(<name>) should have. This stops and removes C(<name>), renames the staged
+    container to C(<name>) and starts it; all names side by side.
+  - Where the staged container has the same image and settings as the running one, the staged
+    copy is removed and the running container is left alone.
+  - A name without a staged container is left alone.
+  - Why not C(docker_container) in a loop: on a drained host the replacements are the window
+    in which the host serves nothing, and one module run per container, each waiting for the
+    previous one's graceful stop, cost 3 to 4 s per container.
+options:
+  names:
+    description: Names of the containers to replace.
+    type: list
+    elements: str
+    required: true
+  suffix:
+    description: Suffix of the staged containers' names.
+    type: str
+    default: -next
+  stop_timeout:
+    description: Seconds a container has to stop gracefully before it is killed.
+    type: int
+    default: 10
+  wait_healthy:
+    description:
+      - Seconds to wait, after the swap, until every container of C(names) (swapped or kept)
+        runs and its health check (if any) reports healthy; polls the engine 4 times a second.
+        0 does not wait.
+      - Not being healthy in time does not fail the module (see C(healthy)); the caller's own
+        wait names what is wrong.
+    type: int
+    default: 0
+  docker_socket:
+    description: Path of the Docker engine's socket.
+    type: path
+    default: /var/run/docker.sock
+author: sprintpoints
+"""
+
+EXAMPLES = r"""
+- name: Replace the running containers by the staged ones
+  app_service_swap:
+    names: [sp-web, sp-registry]
+    stop_timeout: 15
+"""
+
+RETURN = r"""
+containers:
+  description: For each name, what was done (replaced, created, kept, not staged).
+  type: dict
+  returned: always
+seconds:
+  description: For each name swapped, the seconds each step took (stop_and_remove, rename, start).
+  type: dict
+  returned: always
+healthy:
+  description: Whether every container of C(names) was running and healthy when the wait ended.
+  type: bool
+  returned: always
+waited:
+  description: Seconds spent waiting for the containers to be healthy.
+  type: float
+  returned: always
+"""
+
+# Set by the engine from the container's own ID or name; they differ between two containers
+# created with the same settings.
+_PER_CONTAINER_CONFIG = ("Hostname",)
+
+
+class EngineError(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Engine:
+    """The few calls of the Docker engine API the swap needs; a connection per call."""
+
+    def __init__(self, socket_path: str, stop_timeout: int):
+        self.socket_path = socket_path
+        self.stop_timeout = stop_timeout
+
+    def _call(self, method: str, path: str, **params) -> tuple[int, bytes]:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        # A stop may take stop_timeout seconds before the engine answers.
+        conn = _UnixConnection(self.socket_path, timeout=self.stop_timeout + 60)
+        try:
+            conn.request(method, path + query)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def _expect(self, status: int, body: bytes, what: str, ok: tuple[int, ...]) -> None:
+        if status not in ok:
+            try:
+                message = json.loads(body).get("message", "")
+            except ValueError:
+                message = body.decode(errors="replace")
+            raise EngineError(f"{what}: HTTP {status} {message}".strip())
+
+    def inspect(self, name: str) -> dict | None:
+        status, body = self._call("GET", f"/containers/{name}/json")
+        if status == 404:
+            return None
+        self._expect(status, body, f"inspect {name}", (200,))
+        return json.loads(body)
+
+    def stop_and_remove(self, name: str) -> None:
+        status, body = self._call(
+            "POST", f"/containers/{name}/stop", t=self.stop_timeout
+        )
+        self._expect(status, body, f"stop {name}", (204, 304, 404))
+        status, body = self._call("DELETE", f"/containers/{name}", force="true")
+        self._expect(status, body, f"remove {name}", (204, 404))
+
+    def rename(self, name: str, new_name: str) -> None:
+        status, body = self._call("POST", f"/containers/{name}/rename", name=new_name)
+        self._expect(status, body, f"rename {name} to {new_name}", (204,))
+
+    def start(self, name: str) -> None:
+        status, body = self._call("POST", f"/containers/{name}/start")
+        self._expect(status, body, f"start {name}", (204, 304))
+
+
+def same_settings(running: dict, staged: dict) -> bool:
+    """Whether the staged container would run what the running one runs, as it runs it."""
+
+    def config(container: dict) -> dict:
+        return {
+            k: v
+            for k, v in container["Config"].items()
+            if k not in _PER_CONTAINER_CONFIG
+        }
+
+    return (
+        running["State"]["Running"]
+        and running["Image"] == staged["Image"]
+        and config(running) == config(staged)
+        and running["HostConfig"] == staged["HostConfig"]
+    )
+
+
+def is_healthy(container: dict | None) -> bool:
+    """Running, and healthy by its health check if it has one."""
+    if container is None or not container["State"]["Running"]:
+        return False
+    health = container["State"].get("Health")
+    return health is None or health["Status"] == "healthy"
+
+
+def wait_healthy(engine: Engine, names: list[str], timeout: float) -> bool:
+    """Polls until every container is healthy or timeout seconds have passed."""
+    deadline = time.monotonic() + timeout
+    waiting = list(names)
+    while True:
+        waiting = [name for name in waiting if not is_healthy(engine.inspect(name))]
+        if not waiting or time.monotonic() >= deadline:
+            return not waiting
+        time.sleep(0.25)
+
+
+def plan(engine: Engine, name: str, suffix: str) -> str:
+    staged = engine.inspect(name + suffix)
+    if staged is None:
+        return "not staged"
+    running = engine.inspect(name)
+    if running is None:
+        return "created"
+    return "kept" if same_settings(running, staged) else "replaced"
+
+
+def swap(engine: Engine, name: str, suffix: str, action: str) -> dict[str, float]:
+    """Does the planned action; returns the seconds each step took."""
+    steps = {}
+    clock = time.monotonic()
+
+    def step(what: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        steps[what] = round(now - clock, 3)
+        clock = now
+
+    if action == "kept":
+        engine.stop_and_remove(name + suffix)
+        step("remove_staged")
+    elif action in ("created", "replaced"):
+        if action == "replaced":
+            engine.stop_and_remove(name)
+            step("stop_and_remove")
+        engine.rename(name + suffix, name)
+        step("rename")
+        engine.start(name)
+        step("start")
+    return steps
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "names": {"type": "list", "elements": "str", "required": True},
+            "suffix": {"type": "str", "default": "-next"},
+            "stop_timeout": {"type": "int", "default": 10},
+            "wait_healthy": {"type": "int", "default": 0},
+            "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
+        },
+        supports_check_mode=True,
+    )
+    names, suffix = module.params["names"], module.params["suffix"]
+    if not suffix:
+        module.fail_json(
+            msg="suffix must not be empty: the staged container would be the running one"
+        )
+    engine = Engine(module.params["docker_socket"], module.params["stop_timeout"])
+    seconds: dict[str, dict[str, float]] = {}
+    try:
+        actions = {name: plan(engine, name, suffix) for name in names}
+        if not module.check_mode:
+            with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+                futures = {
+                    name: pool.submit(swap, engine, name, suffix, actions[name])
+                    for name in names
+                }
+                errors = []
+                for name, future in futures.items():
+                    try:
+                        seconds[name] = future.result()
+                    except (EngineError, OSError) as exc:
+                        errors.append(f"{name}: {exc}")
+                if errors:
+                    module.fail_json(
+                        msg="; ".join(errors), containers=actions, seconds=seconds
+                    )
+    except (EngineError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    swapped = [
+        name for name, action in actions.items() if action in ("created", "replaced")
+    ]
+    healthy, waited = True, 0.0
+    if module.params["wait_healthy"] > 0 and not module.check_mode:
+        started = time.monotonic()
+        try:
+            healthy = wait_healthy(engine, names, module.params["wait_healthy"])
+        except (EngineError, OSError) as exc:
+            module.fail_json(msg=str(exc), containers=actions, seconds=seconds)
+        waited = round(time.monotonic() - started, 3)
+    module.exit_json(
+        changed=bool(swapped),
+        containers=actions,
+        seconds=seconds,
+        healthy=healthy,
+        waited=waited,
+    )
+
+
+if __name__ == "__main__":
+    main()
