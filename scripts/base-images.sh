@@ -76,7 +76,11 @@ strip_root() {
   local root=$1
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log \
-    "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
+    "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root"/var/lib/apt/periodic/update-success-stamp
+  # apt's cache_valid_time (Ansible's apt module) judges the index by this directory's time:
+  # dated now, the emptied index would pass for fresh for an hour after every build. Date it
+  # to the epoch so that every apt task on these images refreshes first.
+  touch -d @0 "$root"/var/lib/apt/lists
 }
 
 recipe_hash() {
