@@ -16,7 +16,7 @@ export APP_VERSION LAB_APP_HOSTS LAB_HTTP_PORT
 INVENTORY ?= inventories/lab
 PLAYBOOK  := ansible-playbook -i $(INVENTORY)
 
-.PHONY: help venv docker images image lab lab-down test lint
+.PHONY: help venv docker images image lab lab-down test test-fresh lint dev dev-down
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +41,11 @@ lab: venv image ## Deploy the whole stack to the local lab and print its URL
 lab-down: venv docker ## Remove everything the lab created, and nothing else
 	$(PLAYBOOK) playbooks/lab_down.yml
 
-test: venv images ## Run every test: lint, app tests, every molecule scenario; prints a summary
+test: ## Run every test: lint, app tests, every molecule scenario; prints a summary with times
+	@scripts/test.sh
+
+test-fresh: ## Remove the lab, molecule leftovers, the project's images, venvs and caches; then make test
+	@scripts/fresh.sh
 	@scripts/test.sh
 
 lint: venv ## ruff, yamllint and ansible-lint (production profile)
@@ -82,6 +86,12 @@ unlock: venv ## Break a deploy lock left by a crashed run: LOCK_ID= (the id the 
 
 # --- the app --------------------------------------------------------------------------
 .PHONY: test-app bench
+dev: images ## The compose development stack (installs docker-compose if missing); prints its URL
+	@scripts/dev.sh up
+
+dev-down: docker ## Stop the development stack and drop its database volume
+	@scripts/dev.sh down
+
 test-app: ## The app's tests alone (real PostgreSQL, real services, headless Chromium)
 	app/scripts/test.sh
 

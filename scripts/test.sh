@@ -29,6 +29,22 @@ step() {
   else RESULTS+=("FAILED (rc $rc, log $log)"); failed=$((failed + 1)); fi
 }
 
+# setup NAME COMMAND...: a step the tests need (toolchain, engine, images). It is timed like
+# the others, and a failure ends the run at once: nothing after it would mean anything.
+setup() {
+  local name=$1; shift
+  local start=$SECONDS log="$LOGDIR/$name.log" rc
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  NAMES+=("$name") TIMES+=($((SECONDS - start)))
+  if [ "$rc" -eq 0 ]; then RESULTS+=("ok (setup)"); return; fi
+  RESULTS+=("FAILED (rc $rc, log $log)"); failed=$((failed + 1))
+  summary
+  echo "a setup step failed: nothing else was run" >&2
+  exit 1
+}
+
 # missing GROUP NAME WHY: a part that does not exist yet says so instead of failing.
 missing() {
   wanted "$1" "$2" || return 0
@@ -47,6 +63,28 @@ run_molecule() {
   case $dir in roles/*) project=${dir%/molecule/*} ;; esac
   (cd "$project" && molecule test -s "$scenario")
 }
+
+summary() {
+  echo
+  echo "=== summary (wall time per step)"
+  for i in "${!NAMES[@]}"; do
+    printf '  %-32s %5ss  %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
+  done
+  printf '  %-32s %5ss\n' total $((SECONDS - run_start))
+  echo
+  echo "$passed passed, $failed failed, $skipped skipped"
+}
+
+# --- setup: the toolchain always; the engine and base images unless only lint or app run --------
+run_start=$SECONDS
+setup venv scripts/venv.sh .venv requirements.txt
+case $ONLY in
+  lint | app | ruff | ruff-format | yamllint | ansible-lint | app-tests) ;;
+  *)
+    setup docker scripts/ensure-docker.sh
+    setup base-images scripts/base-images.sh
+    ;;
+esac
 
 # --- lint ---------------------------------------------------------------------------
 step lint ruff ruff check app scripts molecule roles
@@ -92,11 +130,5 @@ for dir in $scenarios; do
 done
 
 # --- summary ------------------------------------------------------------------------
-echo
-echo "=== summary"
-for i in "${!NAMES[@]}"; do
-  printf '  %-32s %5ss  %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
-done
-echo
-echo "$passed passed, $failed failed, $skipped skipped"
+summary
 [ "$failed" -eq 0 ]
