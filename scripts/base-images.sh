@@ -65,7 +65,7 @@ deb http://deb.debian.org/debian-security $SUITE-security main
 SOURCES
   strip_root "$root"
   rm -rf "$root"/usr/share/locale/* "$root"/usr/share/i18n "$root"/usr/share/zoneinfo/right \
-    "$root"/usr/share/common-licenses "$root"/usr/share/perl5/Debconf/Encoding.pm
+    "$root"/usr/share/common-licenses
   find "$root"/usr/lib/python3* -name __pycache__ -type d -prune -exec rm -rf {} +
   find "$root"/usr/lib/python3*/ -maxdepth 1 -type d \
     \( -name test -o -name idlelib -o -name tkinter -o -name turtledemo -o -name lib2to3 \) \
