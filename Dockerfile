@@ -49,11 +49,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     APP_VERSION=${APP_VERSION} \
     PORT=8000 \
+    METRICS_PORT=9000 \
     WEB_CONCURRENCY=2 \
     GUNICORN_THREADS=4
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8000
+# 8000: the service; 9000: its Prometheus metrics (served by the gunicorn master, never routed
+# by HAProxy's public frontend).
+EXPOSE 8000 9000
 # The probe runs by path with -I -S: importing the package would load Flask on every probe.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
     CMD ["python3", "-I", "-S", "/opt/venv/lib/python3.11/site-packages/sprintpoints/healthcheck.py"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from flask import Flask
-
-from . import db, errors, requestid
 from .config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["ConfigError", "Settings", "create_app"]
 
@@ -21,6 +22,13 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. ``test_config`` holds environment-style overrides (``{"SERVICE": ...}``)."""
+    # Imported here, not at the top: gunicorn's master imports this package to read
+    # gunicorn_conf, which must set up prometheus_client's multi-process mode before
+    # anything imports prometheus_client (the workers import the app after forking).
+    from flask import Flask
+
+    from . import db, errors, metrics, requestid
+
     environ = {**os.environ, **(test_config or {})}
     settings = load_settings(environ)
 
@@ -34,6 +42,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     requestid.configure_logging(settings.service, settings.log_level)
+    metrics.init_app(app)
     errors.register_error_handlers(app)
     requestid.init_app(app)
     if settings.has_db:

@@ -26,6 +26,8 @@ class Settings:
     service: str
     version: str
     log_level: str = "info"
+    # Prometheus metrics on a port of their own (0 = not served, requests not instrumented)
+    metrics_port: int = 0
     # database (web, registry, redeem)
     db_host: str = ""
     db_port: int = 5432
@@ -144,6 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
         "version": env.str("APP_VERSION", "dev"),
         "log_level": level,
         "http_timeout": env.float("HTTP_TIMEOUT", 5.0, lo=0.1, hi=120),
+        "metrics_port": env.int("METRICS_PORT", 0, lo=0, hi=65535),
     }
     if service in DB_SERVICES:
         values.update(

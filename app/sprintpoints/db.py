@@ -15,6 +15,7 @@ import psycopg2
 import psycopg2.extensions
 from flask import Flask, current_app, g
 
+from . import metrics
 from .config import Settings
 from .errors import ApiError
 
@@ -35,18 +36,25 @@ class Pool:
         self._idle_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.db_pool_max)
         self.wait_timeout = float(settings.db_connect_timeout) + 2.0
+        self._in_use = metrics.DB_POOL_IN_USE.labels(settings.service)
+        self._idle_gauge = metrics.DB_POOL_IDLE.labels(settings.service)
+        self._timeouts = metrics.DB_POOL_TIMEOUTS.labels(settings.service)
+        metrics.DB_POOL_MAX.labels(settings.service).set(settings.db_pool_max)
 
     def getconn(self) -> psycopg2.extensions.connection:
         if not self._slots.acquire(timeout=self.wait_timeout):
+            self._timeouts.inc()
             raise ApiError(503, "db_busy", "no database connection became free in time")
         try:
             with self._idle_lock:
                 conn = self._idle.pop() if self._idle else None
+                self._idle_gauge.set(len(self._idle))
             if conn is None or conn.closed:
                 conn = psycopg2.connect(**self._kwargs)
         except BaseException:
             self._slots.release()
             raise
+        self._in_use.inc()
         return conn
 
     def putconn(self, conn: psycopg2.extensions.connection) -> None:
@@ -63,12 +71,15 @@ class Pool:
             if not conn.closed:
                 with self._idle_lock:
                     self._idle.append(conn)
+                    self._idle_gauge.set(len(self._idle))
         finally:
+            self._in_use.dec()
             self._slots.release()
 
     def closeall(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
+            self._idle_gauge.set(0)
         for conn in idle:
             conn.close()
 

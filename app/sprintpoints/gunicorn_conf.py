@@ -6,6 +6,13 @@ so a missing variable stops start-up with a message naming it.
 """
 
 import os
+import tempfile
+
+# Metrics: the workers write prometheus_client's multi-process files into a fresh directory
+# and the master serves their sum on METRICS_PORT. prometheus_client chooses that mode when it
+# is first imported, so the variable is set here, before anything imports the package.
+if os.environ.get("METRICS_PORT", "0") not in ("", "0"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sprintpoints-metrics-")
 
 from sprintpoints.config import ConfigError, load_settings
 
@@ -14,7 +21,8 @@ try:
 except ConfigError as _exc:
     raise SystemExit(f"sprintpoints: configuration error: {_exc}") from None
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+_host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104
+bind = f"{_host}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -35,3 +43,17 @@ access_log_format = (
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 control_socket_disable = True
 proc_name = f"sprintpoints-{_settings.service}"
+
+
+def when_ready(_server) -> None:
+    if _settings.metrics_port:
+        from sprintpoints import metrics
+
+        metrics.serve(_settings, _host)
+
+
+def child_exit(_server, worker) -> None:
+    if _settings.metrics_port:
+        from sprintpoints import metrics
+
+        metrics.forget_worker(worker.pid)

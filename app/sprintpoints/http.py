@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 
+from . import metrics
 from .requestid import current_request_id
 
 _lock = threading.Lock()
@@ -46,11 +48,29 @@ def _manager() -> urllib3.PoolManager:
 
 
 class ServiceClient:
-    def __init__(self, base_url: str, *, token: str = "", timeout: float = 5.0, headers=None):
+    """Calls to one other service. ``caller`` and ``target`` name both ends in the metrics."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        caller: str,
+        target: str,
+        token: str = "",
+        timeout: float = 5.0,
+        headers=None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = urllib3.Timeout(connect=min(2.0, timeout), read=timeout)
         self.extra_headers = dict(headers or {})
+        self.caller, self.target = caller, target
+        self._duration = metrics.OUTBOUND_DURATION.labels(caller, target)
+
+    def _count(self, status: int | None, started: float) -> None:
+        self._duration.observe(time.perf_counter() - started)
+        outcome = metrics.outcome_of(status)
+        metrics.OUTBOUND_REQUESTS.labels(self.caller, self.target, outcome).inc()
 
     def request(self, method: str, path: str, payload: dict | None = None, *, retries=0) -> Reply:
         headers = {"Accept": "application/json", "X-Request-ID": current_request_id()}
@@ -61,6 +81,7 @@ class ServiceClient:
         if payload is not None:
             body = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
         try:
             response = _manager().request(
                 method,
@@ -81,7 +102,9 @@ class ServiceClient:
                 ),
             )
         except urllib3.exceptions.HTTPError as exc:
+            self._count(None, started)
             raise UpstreamError(f"{method} {self.base_url}{path}: {exc}") from exc
+        self._count(response.status, started)
         try:
             data = json.loads(response.data) if response.data else {}
         except ValueError:

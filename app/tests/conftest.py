@@ -123,6 +123,7 @@ class Process:
     url: str
     log_path: Path
     popen: subprocess.Popen = field(repr=False)
+    metrics_url: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -138,11 +139,12 @@ class Services:
     def start(
         self, name: str, env: dict[str, str], *, workers: int = 2, threads: int = 4
     ) -> Process:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         full_env = {
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOST": "127.0.0.1",
             "PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
             "APP_VERSION": "test-1.2.3",
             "WEB_CONCURRENCY": str(workers),
             "GUNICORN_THREADS": str(threads),
@@ -164,7 +166,8 @@ class Services:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        proc = Process(name, f"http://127.0.0.1:{port}", log_path, popen)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if full_env["METRICS_PORT"] else ""
+        proc = Process(name, f"http://127.0.0.1:{port}", log_path, popen, metrics_url)
         self.procs[name] = proc
         return proc
 

@@ -71,6 +71,8 @@ def test_complete_environment_loads_with_defaults(service):
         ("REGISTRY_URL", "registry:9002"),
         ("LOG_LEVEL", "loud"),
         ("DB_POOL_MAX", "0"),
+        ("METRICS_PORT", "http"),
+        ("METRICS_PORT", "65536"),
     ],
 )
 def test_invalid_value_is_named(name, value):

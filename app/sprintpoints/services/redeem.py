@@ -17,6 +17,7 @@ import uuid
 import psycopg2.extras
 from flask import Blueprint, Flask, current_app, request
 
+from .. import metrics
 from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
@@ -131,6 +132,7 @@ def _finish(rid: str, status: str, *, balance=None, order_id=None, error_code=No
             "vendor_order_id = %s, error_code = %s, updated_at = now() WHERE id = %s",
             (status, balance, order_id, error_code, rid),
         )
+    metrics.REDEMPTIONS.labels(status).inc()
 
 
 def _refund(rid: str) -> int | None:
@@ -244,9 +246,17 @@ def _error(status: int, code: str, message: str) -> tuple[dict, int]:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["sprintpoints_web"] = ServiceClient(
-        settings.web_url, token=settings.internal_token, timeout=settings.http_timeout
+        settings.web_url,
+        caller="redeem",
+        target="web",
+        token=settings.internal_token,
+        timeout=settings.http_timeout,
     )
     vendor_headers = {"X-Api-Key": settings.vendor_api_key} if settings.vendor_api_key else {}
     app.extensions["sprintpoints_vendor"] = ServiceClient(
-        settings.vendor_url, timeout=settings.http_timeout, headers=vendor_headers
+        settings.vendor_url,
+        caller="redeem",
+        target="vendor",
+        timeout=settings.http_timeout,
+        headers=vendor_headers,
     )

@@ -9,6 +9,7 @@ from importlib import resources
 import psycopg2.errors
 from flask import Blueprint, Flask, Response, current_app, request
 
+from .. import metrics
 from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
@@ -144,6 +145,8 @@ def create_contribution():
     except psycopg2.errors.UniqueViolation:
         row = None
     if row is not None:
+        metrics.CONTRIBUTIONS.labels(kind).inc()
+        metrics.POINTS_CREDITED.labels(kind).inc(points)
         return _contribution_body(row), 201
     with single() as cur:
         cur.execute(
@@ -288,6 +291,10 @@ def refund():
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["sprintpoints_registry"] = ServiceClient(
-        settings.registry_url, token=settings.internal_token, timeout=settings.http_timeout
+        settings.registry_url,
+        caller="web",
+        target="registry",
+        token=settings.internal_token,
+        timeout=settings.http_timeout,
     )
     app.extensions["sprintpoints_cache"] = PositiveCache(settings.membership_cache_ttl)
