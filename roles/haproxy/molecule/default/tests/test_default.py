@@ -284,3 +284,20 @@ def test_stats_page_is_off_by_default(lb_ip):
         pass  # control: the host answers on the public port
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((lb_ip, 8404), timeout=3)
+
+
+def test_metrics_are_served_to_allowed_sources_only(host, backend, lb_ip):
+    scrape = f"curl -fsS -m 3 http://{lb_ip}:8405/metrics"
+    metrics = backend.check_output(scrape)  # the stand-in monitoring host
+    assert 'haproxy_backend_active_servers{proxy="be_alpha"}' in metrics
+    assert "haproxy_server_status{" in metrics
+    # Bound to the private address only: nothing listens on loopback.
+    assert host.run("curl -fsS -m 3 -o /dev/null http://127.0.0.1:8405/metrics").rc != 0
+    # The control node is not an allowed source: the connection is refused at accept time.
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{lb_ip}:8405/metrics", timeout=3)
+
+
+def test_metrics_are_not_routed_by_the_public_frontend(lb_ip):
+    response = get(lb_ip, "/metrics")
+    assert "haproxy_process" not in response.text
