@@ -63,7 +63,8 @@ def test_container_is_hardened(host, name):
     assert config["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in config["SecurityOpt"]
     assert config["RestartPolicy"]["Name"] == "unless-stopped"
-    assert config["LogConfig"]["Type"] == "json-file"
+    assert config["LogConfig"]["Type"] == "journald"
+    assert config["LogConfig"]["Config"]["tag"] == labels_service(name)
     assert config["Memory"] > 0 and config["NanoCpus"] > 0
     labels = details["Config"]["Labels"]
     assert labels["org.sprintpoints.version"] == "2"
@@ -222,3 +223,29 @@ def test_docker_kill_counts_as_a_manual_stop(host):
         lambda d: d["State"]["Health"]["Status"] == "healthy",
         seconds=30,
     )
+
+
+def labels_service(name):
+    return name.removeprefix("sp-").removesuffix("-2")
+
+
+def test_metrics_ports_are_published_for_the_services_that_name_one(host):
+    for name, port in (("sp-web", "8101"), ("sp-web-2", "8102")):
+        bindings = inspect(host, name)["HostConfig"]["PortBindings"]
+        assert bindings["9000/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": port}]
+        assert inspect(host, name)["Config"]["Env"].count("METRICS_PORT=9000") == 1
+    assert "9000/tcp" not in inspect(host, "sp-vendor-stub")["HostConfig"]["PortBindings"]
+
+
+def test_container_logs_reach_the_hosts_journal_with_their_service(host):
+    # The stand-in logs every request it serves; ask one so there is a fresh line.
+    host.check_output("curl -fsS -o /dev/null http://127.0.0.1:8001/healthz")
+    lines = host.check_output(
+        "journalctl CONTAINER_NAME=sp-web CONTAINER_TAG=web -o json -n 20 --no-pager"
+    ).splitlines()
+    assert lines, "no journal entry of sp-web"
+    entry = json.loads(lines[-1])
+    assert entry["CONTAINER_TAG"] == "web"
+    assert entry["ORG_SPRINTPOINTS_SERVICE"] == "web"
+    assert entry["ORG_SPRINTPOINTS_VERSION"] == "2"
+    assert host.run("docker logs --tail 5 sp-web").rc == 0  # docker logs still reads them
