@@ -68,9 +68,9 @@ summary() {
   echo
   echo "=== summary (wall time per step)"
   for i in "${!NAMES[@]}"; do
-    printf '  %-32s %5ss  %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
+    printf '  %-36s %5ss  %s\n' "${NAMES[$i]}" "${TIMES[$i]}" "${RESULTS[$i]}"
   done
-  printf '  %-32s %5ss\n' total $((SECONDS - run_start))
+  printf '  %-36s %5ss\n' total $((SECONDS - run_start))
   echo
   echo "$passed passed, $failed failed, $skipped skipped"
 }
@@ -117,16 +117,64 @@ else
 fi
 
 # --- molecule -----------------------------------------------------------------------
+# The roles' scenarios are independent (their own hosts and network each) and spend most of
+# their time waiting on apt, systemd and the engine: MOLECULE_JOBS of them run side by side
+# (default 2, the machine's cores; 1 runs them one by one, each log streamed). The full-stack
+# scenarios run after them, alone: they measure rollouts under load.
+scenario_name() {
+  case $1 in
+    roles/*) local name=${1#roles/}; echo "molecule-${name/\/molecule\//-}" ;;  # roles/haproxy/molecule/default -> molecule-haproxy-default
+    *) echo "molecule-stack-${1#molecule/}" ;;                                     # molecule/default -> molecule-stack-default
+  esac
+}
+
+# background_step NAME COMMAND...: like step, in the background; collect_steps records them.
+declare -a BG_NAMES=()
+background_step() {
+  local name=$1; shift
+  wanted molecule "$name" || return 0
+  echo "=== $name (in the background; log $LOGDIR/$name.log): $*"
+  (
+    start=$SECONDS
+    "$@" >"$LOGDIR/$name.log" 2>&1
+    echo "$? $((SECONDS - start))" >"$LOGDIR/$name.result"
+  ) &
+  BG_NAMES+=("$name")
+}
+collect_steps() {
+  wait
+  local name rc seconds
+  for name in "${BG_NAMES[@]}"; do
+    read -r rc seconds <"$LOGDIR/$name.result" || { rc=1 seconds=0; }
+    rm -f "$LOGDIR/$name.result"
+    NAMES+=("$name") TIMES+=("$seconds")
+    if [ "$rc" -eq 0 ]; then RESULTS+=(passed); passed=$((passed + 1)); echo "=== $name passed (${seconds}s)"
+    else
+      RESULTS+=("FAILED (rc $rc, log $LOGDIR/$name.log)"); failed=$((failed + 1))
+      echo "=== $name FAILED (rc $rc); the end of its log:"; tail -n 60 "$LOGDIR/$name.log"
+    fi
+  done
+  BG_NAMES=()
+}
+
 scenarios=$(molecule_scenarios)
 if [ -z "$scenarios" ]; then
   missing molecule molecule "no molecule scenario yet"
 fi
+jobs_max=${MOLECULE_JOBS:-2}
 for dir in $scenarios; do
-  case $dir in
-    roles/*) name=${dir#roles/}; name=${name/\/molecule\//-} ;;  # roles/haproxy/molecule/default -> haproxy-default
-    *) name=stack-${dir#molecule/} ;;                             # molecule/default -> stack-default
-  esac
-  step molecule "molecule-$name" run_molecule "$dir"
+  case $dir in roles/*) ;; *) continue ;; esac
+  if [ "$jobs_max" -le 1 ]; then
+    step molecule "$(scenario_name "$dir")" run_molecule "$dir"
+    continue
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  background_step "$(scenario_name "$dir")" run_molecule "$dir"
+done
+collect_steps
+for dir in $scenarios; do
+  case $dir in roles/*) continue ;; esac
+  step molecule "$(scenario_name "$dir")" run_molecule "$dir"
 done
 
 # --- summary ------------------------------------------------------------------------
