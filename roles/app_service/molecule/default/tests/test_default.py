@@ -234,7 +234,9 @@ def test_metrics_ports_are_published_for_the_services_that_name_one(host):
         bindings = inspect(host, name)["HostConfig"]["PortBindings"]
         assert bindings["9000/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": port}]
         assert inspect(host, name)["Config"]["Env"].count("METRICS_PORT=9000") == 1
-    assert "9000/tcp" not in inspect(host, "sp-vendor-stub")["HostConfig"]["PortBindings"]
+    assert (
+        "9000/tcp" not in inspect(host, "sp-vendor-stub")["HostConfig"]["PortBindings"]
+    )
 
 
 def test_container_logs_reach_the_hosts_journal_with_their_service(host):
@@ -248,4 +250,6 @@ def test_container_logs_reach_the_hosts_journal_with_their_service(host):
     assert entry["CONTAINER_TAG"] == "web"
     assert entry["ORG_SPRINTPOINTS_SERVICE"] == "web"
     assert entry["ORG_SPRINTPOINTS_VERSION"] == "2"
-    assert host.run("docker logs --tail 5 sp-web").rc == 0  # docker logs still reads them
+    assert (
+        host.run("docker logs --tail 5 sp-web").rc == 0
+    )  # docker logs still reads them
