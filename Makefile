@@ -11,7 +11,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 APP_VERSION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 LAB_APP_HOSTS ?= 2
 LAB_HTTP_PORT ?= 8080
-export APP_VERSION LAB_APP_HOSTS LAB_HTTP_PORT
+LAB_PROMETHEUS_PORT ?= 9090
+LAB_ALERTMANAGER_PORT ?= 9093
+export APP_VERSION LAB_APP_HOSTS LAB_HTTP_PORT LAB_PROMETHEUS_PORT LAB_ALERTMANAGER_PORT
 
 INVENTORY ?= inventories/lab
 PLAYBOOK  := ansible-playbook -i $(INVENTORY)
@@ -37,6 +39,8 @@ lab: venv image ## Deploy the whole stack to the local lab and print its URL
 	$(PLAYBOOK) playbooks/lab_up.yml
 	$(PLAYBOOK) playbooks/site.yml -e app_version=$(APP_VERSION)
 	@echo; echo "The lab serves sprintpoints $(APP_VERSION) at http://127.0.0.1:$(LAB_HTTP_PORT)/"
+	@echo "Consoles: http://127.0.0.1:$(LAB_PROMETHEUS_PORT)/consoles/sprintpoints.html" \
+	  " Alertmanager: http://127.0.0.1:$(LAB_ALERTMANAGER_PORT)/"
 
 lab-down: venv docker ## Remove everything the lab created, and nothing else
 	$(PLAYBOOK) playbooks/lab_down.yml
@@ -62,9 +66,9 @@ rollback: venv ## Roll back to the previous version kept on the hosts
 status: venv ## Versions, health and HAProxy state per host; the lock; the last audit entries
 	$(PLAYBOOK) playbooks/status.yml
 
-logs: venv ## One service's logs from every app host: SERVICE= [LINES=] [SINCE=] [REQUEST_ID=]
-	$(PLAYBOOK) playbooks/logs.yml -e service=$(SERVICE) -e lines=$(or $(LINES),100) \
-	  -e since=$(SINCE) -e request_id=$(REQUEST_ID)
+logs: venv ## Central logs in time order: REQUEST_ID= | SERVICE= | HOST= [SINCE=10m] [LINES=100]
+	$(PLAYBOOK) playbooks/logs.yml -e service='$(SERVICE)' -e host='$(HOST)' -e lines='$(or $(LINES),100)' \
+	  -e since='$(SINCE)' -e request_id='$(REQUEST_ID)'
 
 exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
 	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE) -e cmd='$(CMD)'
