@@ -79,7 +79,7 @@ summary() {
 run_start=$SECONDS
 setup venv scripts/venv.sh .venv requirements.txt
 case $ONLY in
-  lint | app | ruff | ruff-format | yamllint | ansible-lint | app-tests) ;;
+  lint | app | ruff | ruff-format | yamllint | ansible-lint | app-tests | role-unit-tests) ;;
   *)
     setup docker scripts/ensure-docker.sh
     setup base-images scripts/base-images.sh
@@ -97,6 +97,13 @@ if [ -x app/scripts/test.sh ]; then
   step app app-tests app/scripts/test.sh
 else
   missing app app-tests "app/ has no tests yet"
+fi
+
+# --- the roles' own unit tests (programs they install, filter plugins) ----------------------
+role_unit_tests=$(ls -d roles/*/tests 2>/dev/null || true)
+if [ -n "$role_unit_tests" ]; then
+  # shellcheck disable=SC2086
+  step app role-unit-tests python -m pytest -q -p no:cacheprovider $role_unit_tests
 fi
 
 # --- deploy wiring --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
                 for key, value in (item.split("=") for item in rest.split())
             }
     return counters
+
+
+def sink_alerts() -> list[dict]:
+    """Every alert the lab's alert sink on the monitoring host received, oldest first."""
+    url = f"http://{container_address('stack-mon1')}:9095/alerts"
+    notifications = requests.get(url, timeout=10).json()
+    return [alert for note in notifications for alert in note.get("alerts", [])]
+
+
+def alert_time(stamp: str) -> float:
+    """Alertmanager's RFC 3339 time (nanoseconds, 'Z') as epoch seconds."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return seconds + float(f"0.{fraction or 0}")

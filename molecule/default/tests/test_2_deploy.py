@@ -88,3 +88,16 @@ def test_an_unreachable_host_is_reported_and_nothing_changes(tmp_path):
     counters = recap(run.stdout)
     assert counters["stack-ghost"]["unreachable"] == 1
     assert all(c["changed"] == 0 for c in counters.values()), counters
+
+
+def test_without_a_monitoring_host_the_other_tiers_deploy_and_it_says_so(tmp_path):
+    def no_monitoring(groups):
+        groups.pop("monitoring", None)
+        groups["all"].get("hosts", {}).pop("stack-mon1", None)
+
+    run = run_playbook(
+        "site.yml", "--check", inventory=_inventory_with(tmp_path, no_monitoring)
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "monitoring was skipped" in run.stdout
+    assert "stack-mon1" not in recap(run.stdout)
