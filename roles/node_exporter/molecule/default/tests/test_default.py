@@ -191,7 +191,11 @@ def test_port_is_guarded_by_its_own_table(host):
         # Refused by the exporter's own flag parser in the template's validate: nothing goes live.
         (
             {"node_exporter_collectors": ["cpu", "memory"]},
-            ["failed to validate", "unknown long flag '--collector.memory'"],
+            [
+                "Write the exporter's command line to /etc/default/prometheus-node-exporter",
+                "failed to validate",
+                "unknown long flag '--collector.memory'",
+            ],
         ),
         (
             {"node_exporter_listen_address": "0.0.0.0"},
