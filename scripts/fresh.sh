@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 say() { echo "fresh: $*" >&2; }
 
+# A stopped engine still holds its images on disk: start it so they are removed too (make test
+# would start it anyway, and find them).
+scripts/ensure-docker.sh
 if docker info >/dev/null 2>&1; then
   # The lab's, the molecule scenarios' (molecule labels them owner=molecule) and the dev stack's
   # containers, then their volumes and networks.
