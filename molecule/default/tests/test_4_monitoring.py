@@ -226,6 +226,11 @@ def test_postgresql_down_pages_within_90_s_and_resolves_after_restart():
     assert resolved, (
         "PostgresDown was not resolved at the sink within 180 s of the restart"
     )
+    # PostgreSQL logs to the journal, so its own account of the stop is in the central store.
+    out = host(MON).check_output(
+        "/usr/local/bin/sprintpoints-logs --host stack-db1 --service postgresql --since 10m"
+    )
+    assert "database system is shut down" in out, out[-2000:]
 
 
 def wait_for_alert(name: str, status: str, *, timeout: float, when) -> dict | None:

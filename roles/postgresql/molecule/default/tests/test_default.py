@@ -70,6 +70,32 @@ def test_tuning_from_variables_is_live(host):
     assert query(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
 
 
+def test_server_lines_go_to_the_journal_with_the_connecting_application(host):
+    """log_destination = syslog: the server's own lines are in the journal (shipped from there), the
+    application name in their prefix; nothing new is written to Debian's log file."""
+    probe = f"journal-probe-{uuid.uuid4().hex}"
+    logfile = "/var/log/postgresql/postgresql-15-main.log"
+    before = host.file(logfile).size if host.file(logfile).exists else 0
+    sql = f"DO $$BEGIN RAISE LOG '{probe}'; END$$"
+    cmd = host.run(
+        "PGAPPNAME=molecule-probe runuser -u postgres -- psql --no-psqlrc -tA -v ON_ERROR_STOP=1 "
+        f"-c {shlex.quote(sql)}"
+    )
+    assert cmd.rc == 0, cmd.stderr
+    found = host.run(
+        f"for i in $(seq 50); do journalctl -t postgresql --no-pager -o cat --grep {probe} && exit 0; "
+        "sleep 0.2; done; exit 1"
+    )
+    assert found.rc == 0, (
+        "the probe line never reached the journal under SYSLOG_IDENTIFIER=postgresql"
+    )
+    assert (
+        "app=molecule-probe" in found.stdout and "postgres@postgres" in found.stdout
+    ), found.stdout
+    after = host.file(logfile).size if host.file(logfile).exists else 0
+    assert probe not in (host.file(logfile).content_string if after > before else "")
+
+
 def test_passwords_are_scram_only(host, databases):
     assert query(host, "SHOW password_encryption") == "scram-sha-256"
     for database in databases:
