@@ -56,7 +56,7 @@ lint: venv ## ruff, yamllint and ansible-lint (production profile)
 	@ONLY=lint scripts/test.sh
 
 # --- operators ------------------------------------------------------------------------
-.PHONY: rollout rollback status logs exec backup restore drain enable unlock
+.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs
 rollout: venv ## Roll APP_VERSION across the app hosts, canary first, no failed request
 	$(PLAYBOOK) playbooks/rolling_update.yml -e app_version=$(APP_VERSION)
 
@@ -69,6 +69,9 @@ status: venv ## Versions, health and HAProxy state per host; the lock; the last 
 logs: venv ## Central logs in time order: REQUEST_ID= | SERVICE= | HOST= [SINCE=10m] [LINES=100]
 	$(PLAYBOOK) playbooks/logs.yml -e service='$(SERVICE)' -e host='$(HOST)' -e lines='$(or $(LINES),100)' \
 	  -e since='$(SINCE)' -e request_id='$(REQUEST_ID)'
+
+bench-logs: venv ## Benchmark on the lab: delay from a line written on any host to it readable centrally
+	$(BIN)/python scripts/bench-log-shipping.py
 
 exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
 	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE) -e cmd='$(CMD)'
