@@ -14,7 +14,7 @@ scripts/ensure-docker.sh
 if docker info >/dev/null 2>&1; then
   # The lab's, the molecule scenarios' (molecule labels them owner=molecule) and the dev stack's
   # containers, then their volumes and networks.
-  filters=(label=org.sprintpoints.lab=true label=owner=molecule
+  filters=(label=org.sprintpoints.lab=true label=owner=molecule label=org.sprintpoints.test
     "label=com.docker.compose.project=$(basename "$PWD")")
   for filter in "${filters[@]}"; do
     ids=$(docker ps -aq --filter "$filter")

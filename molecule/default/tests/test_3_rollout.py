@@ -153,10 +153,12 @@ def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
 
 
 def test_a_broken_version_stops_at_the_canary_and_nothing_fails(tmp_path, base_url):
+    # The default health timeout (120 s): the wait gives up when the check says unhealthy.
     with Load(tmp_path, base_url) as load:
-        run = rollout(BROKEN, load, "-e", "app_service_health_timeout=20")
+        run = rollout(BROKEN, load)
     assert run.returncode != 0
     assert "stack-app1 failed at" in run.stdout, run.stdout[-4000:]
+    assert "Not healthy on stack-app1" in run.stdout and " is unhealthy" in run.stdout
     assert running_versions() == {NEW}
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(

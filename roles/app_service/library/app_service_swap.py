@@ -45,8 +45,11 @@ options:
       - Seconds to wait, after the swap, until every container of C(names) (swapped or kept)
         runs and its health check (if any) reports healthy; polls the engine 4 times a second.
         0 does not wait.
-      - Not being healthy in time does not fail the module (see C(healthy)); the caller's own
-        wait names what is wrong.
+      - Stops waiting at once when a container cannot become healthy: exited, restarting,
+        dead or C(unhealthy) by its check (a broken version is refused in seconds, not after
+        the timeout).
+      - Not being healthy does not fail the module (see C(healthy), C(not_healthy)): the
+        caller decides (fail, revert) and names what is wrong.
     type: int
     default: 0
   docker_socket:
@@ -75,6 +78,13 @@ seconds:
 healthy:
   description: Whether every container of C(names) was running and healthy when the wait ended.
   type: bool
+  returned: always
+not_healthy:
+  description:
+    - Each container of C(names) that is not healthy, with the verdict that ended the wait
+      (C(starting) after the timeout, C(absent), C(exited (<code>)), C(restarting), C(dead),
+      C(unhealthy)). Empty when C(healthy).
+  type: dict
   returned: always
 waited:
   description: Seconds spent waiting for the containers to be healthy.
@@ -170,22 +180,38 @@ def same_settings(running: dict, staged: dict) -> bool:
     )
 
 
-def is_healthy(container: dict | None) -> bool:
-    """Running, and healthy by its health check if it has one."""
-    if container is None or not container["State"]["Running"]:
-        return False
-    health = container["State"].get("Health")
-    return health is None or health["Status"] == "healthy"
+def verdict(container: dict | None) -> str:
+    """The one health verdict of a container: ``healthy`` (running, and healthy by its check if
+    it has one), ``starting`` (worth waiting for) or why waiting is no use: ``absent``,
+    ``exited (<code>)``, ``restarting``, ``dead``, ``unhealthy``."""
+    if container is None:
+        return "absent"
+    state = container["State"]
+    if state.get("Restarting"):
+        return "restarting"
+    if state.get("Dead") or state.get("Status") == "dead":
+        return "dead"
+    if not state["Running"]:
+        # Never started (created) only happens between create and start: the caller started it.
+        return f"exited ({state.get('ExitCode', '?')})"
+    health = state.get("Health")
+    if health is None or health["Status"] == "healthy":
+        return "healthy"
+    return "unhealthy" if health["Status"] == "unhealthy" else "starting"
 
 
-def wait_healthy(engine: Engine, names: list[str], timeout: float) -> bool:
-    """Polls until every container is healthy or timeout seconds have passed."""
+def wait_healthy(engine: Engine, names: list[str], timeout: float) -> dict[str, str]:
+    """Polls until every container is healthy at once; stops at once when one of them cannot
+    become healthy (exited, restarting, dead, unhealthy), or after timeout seconds. Every poll
+    looks at every container: one that was healthy and then crashed is not healthy. Returns the
+    verdict of each container that is not healthy (empty: all are)."""
     deadline = time.monotonic() + timeout
-    waiting = list(names)
     while True:
-        waiting = [name for name in waiting if not is_healthy(engine.inspect(name))]
-        if not waiting or time.monotonic() >= deadline:
-            return not waiting
+        verdicts = {name: verdict(engine.inspect(name)) for name in names}
+        waiting = {name: v for name, v in verdicts.items() if v != "healthy"}
+        hopeless = any(v != "starting" for v in waiting.values())
+        if not waiting or hopeless or time.monotonic() >= deadline:
+            return waiting
         time.sleep(0.25)
 
 
@@ -265,11 +291,12 @@ def main() -> None:
     swapped = [
         name for name, action in actions.items() if action in ("created", "replaced")
     ]
-    healthy, waited = True, 0.0
+    not_healthy: dict[str, str] = {}
+    waited = 0.0
     if module.params["wait_healthy"] > 0 and not module.check_mode:
         started = time.monotonic()
         try:
-            healthy = wait_healthy(engine, names, module.params["wait_healthy"])
+            not_healthy = wait_healthy(engine, names, module.params["wait_healthy"])
         except (EngineError, OSError) as exc:
             module.fail_json(msg=str(exc), containers=actions, seconds=seconds)
         waited = round(time.monotonic() - started, 3)
@@ -277,7 +304,8 @@ def main() -> None:
         changed=bool(swapped),
         containers=actions,
         seconds=seconds,
-        healthy=healthy,
+        healthy=not not_healthy,
+        not_healthy=not_healthy,
         waited=waited,
     )
 
