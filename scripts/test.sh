@@ -75,11 +75,12 @@ summary() {
   echo "$passed passed, $failed failed, $skipped skipped"
 }
 
-# --- setup: the toolchain always; the engine and base images unless only lint or app run --------
+# --- setup: the toolchain always; the engine and base images unless only lint or the app's tests
+# run (the roles' unit tests start containers of the base image) ---------------------------------
 run_start=$SECONDS
 setup venv scripts/venv.sh .venv requirements.txt
 case $ONLY in
-  lint | app | ruff | ruff-format | yamllint | ansible-lint | app-tests | role-unit-tests) ;;
+  lint | ruff | ruff-format | yamllint | ansible-lint | app-tests) ;;
   *)
     setup docker scripts/ensure-docker.sh
     setup base-images scripts/base-images.sh
@@ -99,7 +100,7 @@ else
   missing app app-tests "app/ has no tests yet"
 fi
 
-# --- the roles' own unit tests (programs they install, filter plugins) ----------------------
+# --- the roles' own unit tests (programs they install, modules, filter plugins) -----------------
 role_unit_tests=$(ls -d roles/*/tests 2>/dev/null || true)
 if [ -n "$role_unit_tests" ]; then
   # shellcheck disable=SC2086
