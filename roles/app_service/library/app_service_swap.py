@@ -40,6 +40,12 @@ options:
     description: Seconds a container has to stop gracefully before it is killed.
     type: int
     default: 10
+  swap:
+    description:
+      - C(false) swaps nothing, whatever is staged: the module only waits (see C(wait_healthy)).
+        Every path that waits for the service containers uses this one verdict.
+    type: bool
+    default: true
   wait_healthy:
     description:
       - Seconds to wait, after the swap, until every container of C(names) (swapped or kept)
@@ -68,7 +74,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 containers:
-  description: For each name, what was done (replaced, created, kept, not staged).
+  description: For each name, what was done (replaced, created, kept, not staged; not swapped with C(swap=false)).
   type: dict
   returned: always
 seconds:
@@ -255,6 +261,7 @@ def main() -> None:
         argument_spec={
             "names": {"type": "list", "elements": "str", "required": True},
             "suffix": {"type": "str", "default": "-next"},
+            "swap": {"type": "bool", "default": True},
             "stop_timeout": {"type": "int", "default": 10},
             "wait_healthy": {"type": "int", "default": 0},
             "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
@@ -269,8 +276,11 @@ def main() -> None:
     engine = Engine(module.params["docker_socket"], module.params["stop_timeout"])
     seconds: dict[str, dict[str, float]] = {}
     try:
-        actions = {name: plan(engine, name, suffix) for name in names}
-        if not module.check_mode:
+        if module.params["swap"]:
+            actions = {name: plan(engine, name, suffix) for name in names}
+        else:
+            actions = dict.fromkeys(names, "not swapped")
+        if module.params["swap"] and not module.check_mode:
             with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
                 futures = {
                     name: pool.submit(swap, engine, name, suffix, actions[name])
