@@ -219,3 +219,41 @@ def test_a_second_rollout_is_refused_while_the_lock_is_held():
         right.returncode == 0
         and not db.file("/var/lib/sprintpoints-deploy/lock").exists
     )
+
+
+def test_site_yml_with_a_new_version_on_a_running_stack_rolls_it(tmp_path, base_url):
+    """The README's production command is safe at any time: `site.yml -e app_version=<new>`
+    on a running stack takes the rolling path (lock, canary, drain, swap, enable) instead of
+    restarting every app host at once."""
+    assert running_versions() == {OLD}
+    with Load(tmp_path, base_url) as load:
+        run = run_playbook(
+            "site.yml",
+            "--tags",
+            "app",
+            "-e",
+            f"app_version={NEW}",
+            env={"ROLLOUT_MARKS_FILE": str(load.marks), "APP_VERSION": NEW},
+        )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert running_versions() == {NEW}
+    assert "failures=0" in load.out, load.out + load.err
+    report = load.report(
+        "--tag",
+        "site",
+        "--no-latest",
+        "--expect-versions",
+        OLD,
+        NEW,
+        "--max-failures",
+        "0",
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    audit = host("stack-db1").file("/var/lib/sprintpoints-deploy/audit.jsonl")
+    last = json.loads(audit.content_string.splitlines()[-1])
+    assert (last["action"], last["from"], last["to"], last["result"]) == (
+        "rollout",
+        OLD,
+        NEW,
+        "success",
+    ), last
