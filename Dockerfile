@@ -58,6 +58,7 @@ USER 10001:10001
 # by HAProxy's public frontend).
 EXPOSE 8000 9000
 # The probe runs by path with -I -S: importing the package would load Flask on every probe.
-HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
+# Every 30 s at rest: a deploy's wait runs the same probe on demand until the container passes.
+HEALTHCHECK --interval=30s --timeout=4s --start-period=10s --retries=3 \
     CMD ["python3", "-I", "-S", "/opt/venv/lib/python3.11/site-packages/sprintpoints/healthcheck.py"]
 CMD ["gunicorn", "--config", "python:sprintpoints.gunicorn_conf", "sprintpoints:create_app()"]

@@ -1,4 +1,4 @@
-"""Container health probe, run by the image's HEALTHCHECK every few seconds on every
+"""Container health probe, run by the image's HEALTHCHECK (every 30 s) and on demand by a deploy's wait on every
 container, so it must cost next to nothing. The image runs this file by path with
 ``python3 -I -S``: that imports neither the package (Flask alone takes a second of CPU on a
 busy host, longer than the probe's timeout) nor site, and the probe speaks just enough

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import calendar
 import http.client
 import json
 import socket
@@ -51,6 +52,9 @@ options:
       - Seconds to wait, after the swap, until every container of C(names) (swapped or kept)
         runs and its health check (if any) reports healthy; polls the engine 4 times a second.
         0 does not wait.
+      - A container whose check has not reported yet gets its own check run on demand (an
+        exec of the same command, with the engine's start period and retries), so the wait
+        does not depend on the check's interval.
       - Stops waiting at once when a container cannot become healthy: exited, restarting,
         dead or C(unhealthy) by its check (a broken version is refused in seconds, not after
         the timeout).
@@ -125,12 +129,22 @@ class Engine:
         self.socket_path = socket_path
         self.stop_timeout = stop_timeout
 
-    def _call(self, method: str, path: str, **params) -> tuple[int, bytes]:
+    def _call(
+        self, method: str, path: str, body: dict | None = None, **params
+    ) -> tuple[int, bytes]:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         # A stop may take stop_timeout seconds before the engine answers.
         conn = _UnixConnection(self.socket_path, timeout=self.stop_timeout + 60)
         try:
-            conn.request(method, path + query)
+            if body is None:
+                conn.request(method, path + query)
+            else:
+                conn.request(
+                    method,
+                    path + query,
+                    body=json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                )
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -166,6 +180,30 @@ class Engine:
     def start(self, name: str) -> None:
         status, body = self._call("POST", f"/containers/{name}/start")
         self._expect(status, body, f"start {name}", (204, 304))
+
+    def run_check(self, name: str, cmd: list[str], timeout: float) -> bool:
+        """Runs a health check command in the container (an exec, as the engine runs its own
+        checks); True when it exits 0 within timeout seconds."""
+        status, body = self._call(
+            "POST", f"/containers/{name}/exec", body={"Cmd": cmd, "AttachStdout": False}
+        )
+        if status == 409:  # the container stopped meanwhile: the next inspect says so
+            return False
+        self._expect(status, body, f"exec in {name}", (201,))
+        exec_id = json.loads(body)["Id"]
+        status, body = self._call(
+            "POST", f"/exec/{exec_id}/start", body={"Detach": True}
+        )
+        self._expect(status, body, f"start the check in {name}", (200,))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self._call("GET", f"/exec/{exec_id}/json")
+            self._expect(status, body, f"read the check in {name}", (200,))
+            state = json.loads(body)
+            if not state["Running"]:
+                return state["ExitCode"] == 0
+            time.sleep(0.05)
+        return False
 
 
 def same_settings(running: dict, staged: dict) -> bool:
@@ -206,19 +244,67 @@ def verdict(container: dict | None) -> str:
     return "unhealthy" if health["Status"] == "unhealthy" else "starting"
 
 
+_SECOND_NS = 1_000_000_000
+
+
+class Checker:
+    """Runs a starting container's own health check on demand while a wait lasts, with the
+    engine's rules (failures inside the start period do not count; `retries` failures in a
+    row make it unhealthy), so the wait need not wait for the engine's next scheduled check:
+    the containers' check interval can stay long, which keeps idle hosts idle."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.failures: dict[str, int] = {}
+
+    def verdict(self, name: str, container: dict | None) -> str:
+        found = verdict(container)
+        if found != "starting":
+            return found
+        check = container["Config"].get("Healthcheck") or {}
+        test = check.get("Test") or []
+        if not test or test[0] == "NONE":
+            return found
+        cmd = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+        timeout = (check.get("Timeout") or 30 * _SECOND_NS) / _SECOND_NS
+        if self.engine.run_check(name, cmd, timeout):
+            return "healthy"
+        if (
+            time.time() - _started(container)
+            >= (check.get("StartPeriod") or 0) / _SECOND_NS
+        ):
+            self.failures[name] = self.failures.get(name, 0) + 1
+        return (
+            "unhealthy"
+            if self.failures.get(name, 0) >= (check.get("Retries") or 3)
+            else found
+        )
+
+
+def _started(container: dict) -> float:
+    """The container's start time (epoch seconds) from the engine's RFC 3339 nanosecond text."""
+    text = container["State"]["StartedAt"]
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds + float(f"0.{fraction or 0}")
+
+
 def wait_healthy(engine: Engine, names: list[str], timeout: float) -> dict[str, str]:
     """Polls until every container is healthy at once; stops at once when one of them cannot
     become healthy (exited, restarting, dead, unhealthy), or after timeout seconds. Every poll
-    looks at every container: one that was healthy and then crashed is not healthy. Returns the
-    verdict of each container that is not healthy (empty: all are)."""
+    looks at every container: one that was healthy and then crashed is not healthy. A starting
+    container's own check runs on demand (Checker). Returns the verdict of each container that
+    is not healthy (empty: all are)."""
     deadline = time.monotonic() + timeout
-    while True:
-        verdicts = {name: verdict(engine.inspect(name)) for name in names}
-        waiting = {name: v for name, v in verdicts.items() if v != "healthy"}
-        hopeless = any(v != "starting" for v in waiting.values())
-        if not waiting or hopeless or time.monotonic() >= deadline:
-            return waiting
-        time.sleep(0.25)
+    checker = Checker(engine)
+    with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+        while True:
+            found = pool.map(lambda n: checker.verdict(n, engine.inspect(n)), names)
+            waiting = {n: v for n, v in zip(names, found) if v != "healthy"}
+            hopeless = any(v != "starting" for v in waiting.values())
+            if not waiting or hopeless or time.monotonic() >= deadline:
+                return waiting
+            time.sleep(0.25)
 
 
 def plan(engine: Engine, name: str, suffix: str) -> str:

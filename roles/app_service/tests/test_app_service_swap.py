@@ -57,6 +57,18 @@ def container():
         subprocess.run(["docker", "rm", "-f", *names], check=False, capture_output=True)
 
 
+# Never checked by the engine within a test (an hour's interval), and failing inside its start
+# period, which does not count: starting for as long as any wait of these tests lasts.
+STARTING = (
+    "--health-cmd",
+    "false",
+    "--health-interval",
+    "1h",
+    "--health-start-period",
+    "1h",
+)
+
+
 def settle(engine, name: str, wanted: str, within: float = 30) -> str:
     """Polls the verdict until it is `wanted` (the engine gets there on its own schedule)."""
     deadline = time.monotonic() + within
@@ -114,7 +126,7 @@ def test_the_wait_gives_up_at_once_on_an_unhealthy_container(engine, container):
     """A broken version must not hold the wait for its whole timeout: the wait ends as soon as
     one container is unhealthy, with the others' verdicts as they are then."""
     good = container()
-    slow = container("--health-cmd", "true", "--health-interval", "1h")
+    slow = container(*STARTING)
     bad = container(
         "--health-cmd", "false", "--health-interval", "1s", "--health-retries", "1"
     )
@@ -128,7 +140,7 @@ def test_the_wait_gives_up_at_once_on_an_unhealthy_container(engine, container):
 
 def test_the_wait_gives_up_at_once_on_an_exited_container(engine, container):
     crashed = container(cmd=("sh", "-c", "sleep 1; exit 2"))
-    slow = container("--health-cmd", "true", "--health-interval", "1h")
+    slow = container(*STARTING)
     started = time.monotonic()
     verdicts = swap.wait_healthy(engine, [slow, crashed], timeout=600)
     assert time.monotonic() - started < 60
@@ -136,5 +148,33 @@ def test_the_wait_gives_up_at_once_on_an_exited_container(engine, container):
 
 
 def test_a_container_still_starting_at_the_timeout_is_named(engine, container):
-    slow = container("--health-cmd", "true", "--health-interval", "1h")
+    slow = container(*STARTING)
     assert swap.wait_healthy(engine, [slow], timeout=1) == {slow: "starting"}
+
+
+def test_a_check_the_engine_has_not_run_yet_is_run_on_demand(engine, container):
+    """The wait does not sit out the check's interval: it runs the container's own check."""
+    name = container("--health-cmd", "true", "--health-interval", "1h")
+    assert swap.verdict(engine.inspect(name)) == "starting"  # the engine's view
+    assert swap.wait_healthy(engine, [name], timeout=60) == {}
+
+
+def test_on_demand_checks_that_keep_failing_make_it_unhealthy(engine, container):
+    """After the start period, `retries` failed checks in a row: unhealthy, as the engine says."""
+    name = container(
+        "--health-cmd", "false", "--health-interval", "1h", "--health-retries", "2"
+    )
+    assert swap.wait_healthy(engine, [name], timeout=600) == {name: "unhealthy"}
+    assert swap.verdict(engine.inspect(name)) == "starting"  # the engine never checked
+
+
+def test_failures_inside_the_start_period_do_not_count(engine, container):
+    name = container(*STARTING)
+    assert swap.wait_healthy(engine, [name], timeout=3) == {name: "starting"}
+
+
+def test_a_check_command_in_shell_form_runs_in_a_shell(engine, container):
+    name = container(
+        "--health-cmd", "test -d /proc/self && exit 0", "--health-interval", "1h"
+    )
+    assert swap.wait_healthy(engine, [name], timeout=60) == {}
