@@ -1,8 +1,8 @@
-"""Container health probe, run by the image's HEALTHCHECK (every 30 s) and on demand by a deploy's wait on every
-container, so it must cost next to nothing. The image runs this file by path with
-``python3 -I -S``: that imports neither the package (Flask alone takes a second of CPU on a
-busy host, longer than the probe's timeout) nor site, and the probe speaks just enough
-HTTP over a socket (urllib's imports cost more than the request). Exit 0 when
+"""Container health probe, run by the image's HEALTHCHECK (every 30 s) and on demand by a
+deploy's wait, on every container, so it must cost next to nothing. The image runs this
+file by path with ``python3 -I -S``: that imports neither the package (Flask alone takes a
+second of CPU on a busy host, longer than the probe's timeout) nor site, and the probe speaks
+just enough HTTP over a socket (urllib's imports cost more than the request). Exit 0 when
 ``GET /healthz`` on ``127.0.0.1:$PORT`` answers 200; 1 otherwise, with the reason on stderr.
 """
 
