@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, alert_time, host, run_playbook, sink_alerts
+from conftest import (
+    EPHEMERAL,
+    INVENTORY,
+    PROJECT,
+    alert_time,
+    host,
+    run_playbook,
+    sink_alerts,
+)
 
 LOADGEN = [sys.executable, str(PROJECT / "scripts" / "loadgen.py")]
 APP_HOSTS = ["stack-app1", "stack-app2"]
@@ -221,11 +230,61 @@ def test_a_second_rollout_is_refused_while_the_lock_is_held():
     )
 
 
-def test_site_yml_with_a_new_version_on_a_running_stack_rolls_it(tmp_path, base_url):
-    """The README's production command is safe at any time: `site.yml -e app_version=<new>`
-    on a running stack takes the rolling path (lock, canary, drain, swap, enable) instead of
-    restarting every app host at once."""
+def audit_entries() -> list[dict]:
+    audit = host("stack-db1").file("/var/lib/sprintpoints-deploy/audit.jsonl")
+    return [json.loads(line) for line in audit.content_string.splitlines() if line]
+
+
+def test_a_killed_rollout_leaves_a_trace_and_site_yml_finishes_the_job(
+    tmp_path, base_url
+):
+    """A control node killed mid-run: the audit entry written at the start stays (status says
+    running while its lock is held, interrupted once unlocked). Then the README's production
+    command, `site.yml -e app_version=<new>` on the running stack, finishes the job through the
+    rolling path (lock, canary, drain, swap, enable), not by restarting every host at once."""
     assert running_versions() == {OLD}
+    before = len(audit_entries())
+    command, env = (
+        ["ansible-playbook", "-i", INVENTORY],
+        {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
+            "SPRINTPOINTS_SECRETS_DIR": str(EPHEMERAL / "secrets"),
+        },
+    )
+    killed = subprocess.Popen(
+        [
+            *command,
+            str(PROJECT / "playbooks/rolling_update.yml"),
+            "-e",
+            f"app_version={NEW}",
+        ],
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Killed as soon as its entry is there: before any host is touched (the push is next).
+        for _ in range(600):
+            entries = audit_entries()
+            if len(entries) > before or killed.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    entry = audit_entries()[-1]
+    assert (entry["result"], entry["to"], entry["ended"]) == ("running", NEW, ""), entry
+    status = run_playbook("status.yml")
+    assert f"rollout {OLD} -> {NEW} running" in status.stdout, status.stdout[-3000:]
+    unlock = run_playbook("unlock.yml", "-e", f"lock_id={entry['id']}")
+    assert unlock.returncode == 0, unlock.stdout[-3000:]
+    status = run_playbook("status.yml")
+    assert f"rollout {OLD} -> {NEW} interrupted" in status.stdout, status.stdout[-3000:]
+
     with Load(tmp_path, base_url) as load:
         run = run_playbook(
             "site.yml",
@@ -236,6 +295,7 @@ def test_site_yml_with_a_new_version_on_a_running_stack_rolls_it(tmp_path, base_
             env={"ROLLOUT_MARKS_FILE": str(load.marks), "APP_VERSION": NEW},
         )
     assert run.returncode == 0, run.stdout[-4000:]
+    assert "Roll the app hosts, a canary first" in run.stdout
     assert running_versions() == {NEW}
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(
@@ -249,8 +309,7 @@ def test_site_yml_with_a_new_version_on_a_running_stack_rolls_it(tmp_path, base_
         "0",
     )
     assert report.returncode == 0, report.stdout + report.stderr
-    audit = host("stack-db1").file("/var/lib/sprintpoints-deploy/audit.jsonl")
-    last = json.loads(audit.content_string.splitlines()[-1])
+    last = audit_entries()[-1]
     assert (last["action"], last["from"], last["to"], last["result"]) == (
         "rollout",
         OLD,
