@@ -56,7 +56,7 @@ lint: venv ## ruff, yamllint and ansible-lint (production profile)
 	@ONLY=lint scripts/test.sh
 
 # --- operators ------------------------------------------------------------------------
-.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs
+.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs bench-idle
 rollout: venv ## Roll APP_VERSION across the app hosts, canary first, no failed request
 	$(PLAYBOOK) playbooks/rolling_update.yml -e app_version=$(APP_VERSION)
 
@@ -72,6 +72,9 @@ logs: venv ## Central logs in time order: REQUEST_ID= | SERVICE= | HOST= [SINCE=
 
 bench-logs: venv ## Benchmark on the lab: delay from a line written on any host to it readable centrally
 	$(BIN)/python scripts/bench-log-shipping.py
+
+bench-idle: venv ## Benchmark on the lab: CPU the lab uses at rest (no load, no rollout)
+	$(BIN)/python scripts/bench-idle.py
 
 exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
 	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE) -e cmd='$(CMD)'
