@@ -1,0 +1,1 @@
+"""The load generator, ledger check and rollout report behind scripts/loadgen.py."""
