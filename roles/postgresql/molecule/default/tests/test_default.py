@@ -96,6 +96,14 @@ def test_server_lines_go_to_the_journal_with_the_connecting_application(host):
     assert probe not in (host.file(logfile).content_string if after > before else "")
 
 
+def test_no_password_is_ever_in_the_journal(host, databases):
+    """The server's log is shipped centrally: the statements that set passwords are never
+    logged, whatever the logging settings (the role's session turns statement logging off)."""
+    journal = host.check_output("journalctl --no-pager -o cat")
+    for database in databases:
+        assert database["password"] not in journal, database["owner"]
+
+
 def test_passwords_are_scram_only(host, databases):
     assert query(host, "SHOW password_encryption") == "scram-sha-256"
     for database in databases:
