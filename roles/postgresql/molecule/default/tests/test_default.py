@@ -100,7 +100,9 @@ def test_no_password_is_ever_in_the_journal(host, databases):
     """The server's log is shipped centrally: the statements that set passwords are never
     logged, whatever the logging settings (the role's session turns statement logging off).
     The scenario logs every other statement (postgresql_log_min_duration_statement: 0)."""
-    assert "duration:" in host.check_output("journalctl -t postgresql --no-pager -o cat")
+    assert "duration:" in host.check_output(
+        "journalctl -t postgresql --no-pager -o cat"
+    )
     journal = host.check_output("journalctl --no-pager -o cat")
     for database in databases:
         assert database["password"] not in journal, database["owner"]
