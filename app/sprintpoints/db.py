@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,31 @@ from .config import Settings
 from .errors import ApiError
 
 _lock = threading.Lock()
+
+
+class _PoolGauges:
+    """The pool's in-use and idle counts, written to the metrics at most every ``interval``
+    seconds while it is busy, and whenever it goes quiet: with metrics served, each write is a
+    memory-mapped file update, and two per checkout and return cost a light request ~8 % more
+    CPU. A scrape (every 10 s or more) sees a value at most ``interval`` old. Callers hold the
+    pool's lock."""
+
+    def __init__(self, service: str, interval: float = 0.5):
+        self.in_use = metrics.DB_POOL_IN_USE.labels(service)
+        self.idle = metrics.DB_POOL_IDLE.labels(service)
+        self.interval = interval
+        self._written: tuple[int, int] | None = None
+        self._at = 0.0
+
+    def update(self, in_use: int, idle: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not (force or in_use == 0 or now - self._at >= self.interval):
+            return
+        self._at = now
+        if (in_use, idle) != self._written:
+            self._written = (in_use, idle)
+            self.in_use.set(in_use)
+            self.idle.set(idle)
 
 
 class Pool:
@@ -36,8 +62,8 @@ class Pool:
         self._idle_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.db_pool_max)
         self.wait_timeout = float(settings.db_connect_timeout) + 2.0
-        self._in_use = metrics.DB_POOL_IN_USE.labels(settings.service)
-        self._idle_gauge = metrics.DB_POOL_IDLE.labels(settings.service)
+        self._in_use = 0
+        self._gauges = _PoolGauges(settings.service)
         self._timeouts = metrics.DB_POOL_TIMEOUTS.labels(settings.service)
         metrics.DB_POOL_MAX.labels(settings.service).set(settings.db_pool_max)
 
@@ -48,16 +74,20 @@ class Pool:
         try:
             with self._idle_lock:
                 conn = self._idle.pop() if self._idle else None
-                self._idle_gauge.set(len(self._idle))
+                self._in_use += 1
+                self._gauges.update(self._in_use, len(self._idle))
             if conn is None or conn.closed:
                 conn = psycopg2.connect(**self._kwargs)
         except BaseException:
+            with self._idle_lock:
+                self._in_use -= 1
+                self._gauges.update(self._in_use, len(self._idle))
             self._slots.release()
             raise
-        self._in_use.inc()
         return conn
 
     def putconn(self, conn: psycopg2.extensions.connection) -> None:
+        reusable = False
         try:
             if not conn.closed:
                 status = conn.info.transaction_status
@@ -68,18 +98,19 @@ class Pool:
                         conn.rollback()
                 except psycopg2.Error:
                     conn.close()
-            if not conn.closed:
-                with self._idle_lock:
-                    self._idle.append(conn)
-                    self._idle_gauge.set(len(self._idle))
+            reusable = not conn.closed
         finally:
-            self._in_use.dec()
+            with self._idle_lock:
+                if reusable:
+                    self._idle.append(conn)
+                self._in_use -= 1
+                self._gauges.update(self._in_use, len(self._idle))
             self._slots.release()
 
     def closeall(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
-            self._idle_gauge.set(0)
+            self._gauges.update(self._in_use, 0, force=True)
         for conn in idle:
             conn.close()
 

@@ -11,8 +11,13 @@ import tempfile
 # Metrics: the workers write prometheus_client's multi-process files into a fresh directory
 # and the master serves their sum on METRICS_PORT. prometheus_client chooses that mode when it
 # is first imported, so the variable is set here, before anything imports the package.
+# The files are memory-mapped and written on every request: in /dev/shm (memory) they never cost
+# the kernel a writeback, as they would on a disk-backed /tmp.
 if os.environ.get("METRICS_PORT", "0") not in ("", "0"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sprintpoints-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="sprintpoints-metrics-",
+        dir="/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108
+    )
 
 from sprintpoints.config import ConfigError, load_settings
 

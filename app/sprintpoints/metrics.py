@@ -12,6 +12,7 @@ Labels stay bounded: the route is the URL rule's template (``/api/v1/users/<hand
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -106,6 +107,25 @@ def _method(method: str) -> str:
     return method if method in _METHODS else "other"
 
 
+class _SampledCount:
+    """A live count (requests in flight) written to its gauge at most every ``interval`` seconds
+    while it moves, and whenever it is back to zero: each write is a memory-mapped file update,
+    and an inc and a dec per request would be two of them."""
+
+    def __init__(self, gauge, interval: float = 0.5):
+        self.gauge, self.interval = gauge, interval
+        self.value, self._written, self._at = 0, 0, 0.0
+        self._lock = threading.Lock()
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self.value += delta
+            now = time.monotonic()
+            if self.value != self._written and (self.value == 0 or now - self._at >= self.interval):
+                self.gauge.set(self.value)
+                self._written, self._at = self.value, now
+
+
 class _Instrumented:
     """WSGI middleware around the Flask app: in-flight, status and duration of each request.
 
@@ -116,7 +136,7 @@ class _Instrumented:
     def __init__(self, app: Flask, service: str):
         self.wsgi_app = app.wsgi_app
         self.service = service
-        self.in_flight = HTTP_IN_FLIGHT.labels(service)
+        self.in_flight = _SampledCount(HTTP_IN_FLIGHT.labels(service))
         # (duration, count) children per (route, method, status): labels() takes a lock.
         self._children: dict[tuple[str, str, str], tuple] = {}
         request_started.connect(self._note_route, app, weak=False)
@@ -134,11 +154,11 @@ class _Instrumented:
             status.append(status_line.split(" ", 1)[0])
             return start_response(status_line, headers, exc_info)
 
-        self.in_flight.inc()
+        self.in_flight.add(1)
         try:
             return self.wsgi_app(environ, recording_start_response)
         finally:
-            self.in_flight.dec()
+            self.in_flight.add(-1)
             key = (
                 environ.get("sprintpoints.route", "unmatched"),
                 _method(environ.get("REQUEST_METHOD", "")),
