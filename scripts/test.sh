@@ -41,6 +41,7 @@ setup() {
   if [ "$rc" -eq 0 ]; then RESULTS+=("ok (setup)"); return; fi
   RESULTS+=("FAILED (rc $rc, log $log)"); failed=$((failed + 1))
   summary
+  failure_digest
   echo "a setup step failed: nothing else was run" >&2
   exit 1
 }
@@ -73,6 +74,21 @@ summary() {
   printf '  %-36s %5ss\n' total $((SECONDS - run_start))
   echo
   echo "$passed passed, $failed failed, $skipped skipped"
+}
+
+# failure_digest: a few lines of why each failed step failed, printed last, so a CI page that
+# keeps only the end of the output still says what broke (the logs hold the rest).
+failure_digest() {
+  local i log
+  for i in "${!NAMES[@]}"; do
+    case ${RESULTS[$i]} in FAILED*) ;; *) continue ;; esac
+    log="$LOGDIR/${NAMES[$i]}.log"
+    [ -f "$log" ] || continue
+    echo "--- why ${NAMES[$i]} failed (the last error lines of $log):"
+    sed 's/\x1b\[[0-9;]*m//g' "$log" |
+      grep -E 'fatal:|FAILED!|failed: \[|ERROR|Error:|AssertionError|^E |msg' |
+      grep -v 'RETRYING' | tail -n 8 | cut -c1-400
+  done
 }
 
 # --- setup: the toolchain always; the engine and base images unless only lint or the app's tests
@@ -187,4 +203,5 @@ done
 
 # --- summary ------------------------------------------------------------------------
 summary
+failure_digest
 [ "$failed" -eq 0 ]

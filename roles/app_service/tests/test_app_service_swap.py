@@ -178,3 +178,44 @@ def test_a_check_command_in_shell_form_runs_in_a_shell(engine, container):
         "--health-cmd", "test -d /proc/self && exit 0", "--health-interval", "1h"
     )
     assert swap.wait_healthy(engine, [name], timeout=60) == {}
+
+
+# A check that always outlasts its timeout: what a healthy container's check can do on a
+# saturated host.
+TIMING_OUT = (
+    "--health-cmd",
+    "sleep 5",
+    "--health-timeout",
+    "1s",
+    "--health-retries",
+    "1",
+)
+
+
+def test_checks_that_only_time_out_are_slow_not_unhealthy(engine, container):
+    """The engine calls it unhealthy; the verdict does not refuse a version for a busy host."""
+    name = container(*TIMING_OUT, "--health-interval", "1s")
+    assert settle(engine, name, "slow") == "slow"
+    assert engine.inspect(name)["State"]["Health"]["Status"] == "unhealthy"
+
+
+def test_the_wait_waits_out_a_slow_container_to_its_timeout(engine, container):
+    name = container(*TIMING_OUT, "--health-interval", "1h")
+    assert swap.wait_healthy(engine, [name], timeout=4) == {name: "slow"}
+
+
+def test_a_failure_after_timeouts_is_unhealthy(engine, container):
+    """The streak decides: one real failure among the timeouts is a broken check."""
+    name = container(
+        "--health-cmd",
+        "test -e /tmp/fail && exit 1; sleep 5",
+        "--health-timeout",
+        "1s",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+    )
+    assert settle(engine, name, "slow") == "slow"
+    subprocess.run(["docker", "exec", name, "touch", "/tmp/fail"], check=True)
+    assert settle(engine, name, "unhealthy") == "unhealthy"
