@@ -9,6 +9,7 @@ connect over TCP with a password, like in deployment.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -41,10 +42,33 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now, never handed out before in this session, and below the
+    kernel's ephemeral range: a port from bind(0) can be taken by any outgoing connection on a
+    busy machine (CI runs molecule beside these tests) before the service binds it."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(20000, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found below the ephemeral range")
 
 
 def admin_execute(*statements: str) -> None:
