@@ -52,6 +52,26 @@ def test_a_port_clash_fails_fast_naming_it():
     assert all(c["changed"] == 0 for c in recap(run.stdout).values())
 
 
+def test_a_port_that_clashes_with_the_other_slot_fails_fast_naming_it():
+    """Slot b runs every service on its port plus sprintpoints_slot_port_offset (10): a
+    service on 8011 would take web's slot b port."""
+    services = [
+        {"name": "web", "port": 8001, "internal_port": 9001, "url_env": "WEB_URL"},
+        {
+            "name": "registry",
+            "port": 8011,
+            "internal_port": 9002,
+            "url_env": "REGISTRY_URL",
+        },
+    ]
+    run = run_playbook(
+        "site.yml", "-e", json.dumps({"sprintpoints_services": services})
+    )
+    assert run.returncode != 0
+    assert "slot b" in run.stdout and "8011" in run.stdout, run.stdout[-3000:]
+    assert all(c["changed"] == 0 for c in recap(run.stdout).values())
+
+
 def _inventory_with(tmp_path, change) -> str:
     """A copy of molecule's inventory (groups at the top level, as molecule writes it)
     changed by `change`, next to the lab's group_vars like the original."""

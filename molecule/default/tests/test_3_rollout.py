@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,16 +39,34 @@ def loadgen(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def serving(app: str) -> list[tuple[str, str, str]]:
+    """(service, slot, version) of every running service container on an app host."""
+    out = host(app).check_output(
+        "docker ps --filter label=org.sprintpoints.service --format "
+        '\'{{ .Label "org.sprintpoints.service" }} {{ .Label "org.sprintpoints.slot" }} '
+        '{{ .Label "org.sprintpoints.version" }}\''
+    )
+    return sorted(tuple(line.split()) for line in out.splitlines() if line.strip())
+
+
 def running_versions() -> set[str]:
+    """The versions the app hosts serve; each service runs in one slot only at rest."""
     versions = set()
     for app in APP_HOSTS:
-        for service in ("web", "registry", "redeem", "vendor-stub"):
-            label = host(app).check_output(
-                "docker inspect -f '{{ index .Config.Labels \"org.sprintpoints.version\" }}' sp-%s",
-                service,
-            )
-            versions.add(label.strip())
+        rows = serving(app)
+        services = [service for service, _, _ in rows]
+        assert sorted(services) == ["redeem", "registry", "vendor-stub", "web"], rows
+        versions |= {version for _, _, version in rows}
     return versions
+
+
+def active_slots() -> dict[str, str]:
+    slots = {}
+    for app in APP_HOSTS:
+        found = {slot for _, slot, _ in serving(app)}
+        assert len(found) == 1, (app, found)
+        slots[app] = found.pop()
+    return slots
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -139,6 +158,7 @@ def rollout(version: str, load: Load, *extra: str):
 
 def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
     assert running_versions() == {OLD}
+    before = active_slots()
     started = time.time()
     with Load(tmp_path, base_url) as load:
         run = rollout(NEW, load)
@@ -154,6 +174,10 @@ def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
     ]
     assert paged == [], paged
     assert running_versions() == {NEW}
+    # blue/green: every host switched slot, the old one is gone
+    assert active_slots() == {
+        app: {"a": "b", "b": "a"}[slot] for app, slot in before.items()
+    }
     assert "failures=0" in load.out, load.out + load.err
     report = load.report("--expect-versions", OLD, NEW, "--max-failures", "0")
     assert report.returncode == 0, report.stdout + report.stderr
@@ -168,7 +192,8 @@ def test_a_broken_version_stops_at_the_canary_and_nothing_fails(tmp_path, base_u
     assert run.returncode != 0
     assert "stack-app1 failed at" in run.stdout, run.stdout[-4000:]
     assert "Not healthy on stack-app1" in run.stdout and " is unhealthy" in run.stdout
-    assert running_versions() == {NEW}
+    assert running_versions() == {NEW}  # the idle slot of the canary was removed
+    assert "kept serving" in run.stdout, run.stdout[-4000:]
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(
         "--tag",
@@ -193,7 +218,9 @@ def test_rollback_returns_to_the_version_before(tmp_path):
 def test_status_shows_versions_lock_and_audit():
     run = run_playbook("status.yml")
     assert run.returncode == 0, run.stdout[-3000:]
-    assert f"stack-app1 web          {OLD}" in run.stdout
+    assert re.search(rf"stack-app1 web +[ab] +{re.escape(OLD)} ", run.stdout), (
+        run.stdout[-3000:]
+    )
     assert "msg: free" in run.stdout
     assert f"rollout {OLD} -> {NEW} success" in run.stdout
     assert f"rollout {NEW} -> {BROKEN} failed" in run.stdout

@@ -54,10 +54,20 @@ def test_every_target_of_every_tier_is_up(prometheus):
             "data"
         ]
         active = targets["activeTargets"]
+        # The app services are scraped in both blue/green slots; only the serving one answers.
+        serving = {
+            (t["labels"]["job"], t["labels"]["instance"])
+            for t in active
+            if t["health"] == "up"
+        }
         down = [
             (t["labels"]["job"], t["labels"]["instance"], t["lastError"])
             for t in active
             if t["health"] != "up"
+            and not (
+                "slot" in t["labels"]
+                and (t["labels"]["job"], t["labels"]["instance"]) in serving
+            )
         ]
         jobs = {t["labels"]["job"] for t in active}
         if not down and TARGET_JOBS <= jobs:
@@ -95,10 +105,18 @@ def test_the_apps_metrics_and_the_exporters_series_are_there(
         ("stack-db1", 9187),
         ("stack-lb1", 8405),
         ("stack-app1", 9417),
-        ("stack-app1", 8101),
+        ("stack-app1", "web metrics"),
     ],
 )
 def test_exporters_answer_the_monitoring_host_only(target, port):
+    if (
+        port == "web metrics"
+    ):  # the serving blue/green slot's: 8101 in slot a, 8111 in b
+        slot = host(target).check_output(
+            "docker ps --filter label=org.sprintpoints.service=web "
+            "--format '{{ .Label \"org.sprintpoints.slot\" }}'"
+        )
+        port = {"a": 8101, "b": 8111}[slot.split()[0]]
     url = f"http://{container_address(target)}:{port}/metrics"
     assert host(MON).run(f"curl -fsS -m 5 -o /dev/null {url}").rc == 0
     assert host("stack-app2").run(f"curl -fsS -m 5 -o /dev/null {url}").rc != 0
@@ -179,7 +197,8 @@ def test_one_request_is_traced_through_the_central_log_store(http, base_url):
     )
     assert response.status_code == 201, response.text
 
-    # A line reads "<time> <host> <service> <message>"; containers are named sp-<service>.
+    # A line reads "<time> <host> <service> <message>"; containers are named sp-<service>, in
+    # blue/green slot b sp-<service>-b.
     wanted = {"haproxy", "sp-redeem", "sp-web", "sp-vendor-stub"}
     deadline = time.monotonic() + 60
     while True:
@@ -187,7 +206,11 @@ def test_one_request_is_traced_through_the_central_log_store(http, base_url):
             f"/usr/local/bin/sprintpoints-logs --request-id {request_id}"
         )
         lines = out.splitlines()
-        seen = {line.split()[2] for line in lines if len(line.split()) > 2} & wanted
+        seen = {
+            line.split()[2].removesuffix("-b")
+            for line in lines
+            if len(line.split()) > 2
+        } & wanted
         if seen == wanted:
             break
         assert time.monotonic() < deadline, (seen, out)

@@ -5,6 +5,11 @@ Services are the role's rendered ``app_service_services`` entries (name, port, r
 metrics_port, secrets, ...). Replica k (1-based) of a service publishes host port
 ``port + k - 1`` (and ``metrics_port + k - 1``) and is named ``<prefix><name>`` for k = 1,
 ``<prefix><name>-<k>`` after that.
+
+Every host has two slots (blue/green): slot ``a`` is the plan above (the names and ports of a
+deployment from before slots, so such a deployment *is* slot a), slot ``b`` adds ``-b`` to the
+service name (``sp-web-b``, ``sp-web-b-2``) and ``offset`` to every host port. A rollout starts
+the new version on the idle slot while the active one serves.
 """
 
 from __future__ import annotations
@@ -17,14 +22,34 @@ def _replica_count(service: dict) -> int:
     return int(service.get("replicas", 1) or 1)
 
 
-def container_name(service: dict | str, replica: int, prefix: str = "sp-") -> str:
-    """The container of one replica: sp-web, sp-web-2, ..."""
+SLOTS = ("a", "b")
+
+
+def _check_slot(slot: str) -> str:
+    if slot not in SLOTS:
+        raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+    return slot
+
+
+def other_slot(slot: str) -> str:
+    return "b" if _check_slot(slot) == "a" else "a"
+
+
+def container_name(
+    service: dict | str, replica: int, prefix: str = "sp-", slot: str = "a"
+) -> str:
+    """The container of one replica: sp-web, sp-web-2, ... (slot b: sp-web-b, sp-web-b-2)."""
     name = service["name"] if isinstance(service, dict) else service
-    return f"{prefix}{name}" if int(replica) == 1 else f"{prefix}{name}-{int(replica)}"
+    base = f"{prefix}{name}" if _check_slot(slot) == "a" else f"{prefix}{name}-b"
+    return base if int(replica) == 1 else f"{base}-{int(replica)}"
 
 
-def containers(services: list[dict], prefix: str = "sp-") -> list[dict]:
-    """One entry per container a host runs: service, replica, name, host port, metrics port."""
+def containers(
+    services: list[dict], prefix: str = "sp-", slot: str = "a", offset: int = 0
+) -> list[dict]:
+    """One entry per container of a slot: service, replica, slot, name, host port, metrics
+    port. Slot b's ports are slot a's plus offset."""
+    shift = 0 if _check_slot(slot) == "a" else int(offset)
     out = []
     for service in services:
         for replica in range(1, _replica_count(service) + 1):
@@ -33,29 +58,73 @@ def containers(services: list[dict], prefix: str = "sp-") -> list[dict]:
                 {
                     "service": service["name"],
                     "replica": replica,
-                    "name": container_name(service, replica, prefix),
-                    "port": int(service["port"]) + replica - 1,
+                    "slot": slot,
+                    "name": container_name(service, replica, prefix, slot),
+                    "port": int(service["port"]) + replica - 1 + shift,
                     "metrics_port": None
                     if metrics is None
-                    else int(metrics) + replica - 1,
+                    else int(metrics) + replica - 1 + shift,
                 }
             )
     return out
 
 
-def container_names(services: list[dict], prefix: str = "sp-") -> list[str]:
-    return [c["name"] for c in containers(services, prefix)]
+def container_names(
+    services: list[dict], prefix: str = "sp-", slot: str = "a"
+) -> list[str]:
+    return [c["name"] for c in containers(services, prefix, slot)]
 
 
-def host_ports(services: list[dict]) -> list[int]:
-    """Every host port the containers publish, metrics ports included (preflight checks that
-    none repeats)."""
+def host_ports(services: list[dict], offset: int) -> list[int]:
+    """Every host port the containers of both slots publish, metrics ports included
+    (preflight checks that none repeats)."""
     ports = []
-    for c in containers(services):
-        ports.append(c["port"])
-        if c["metrics_port"] is not None:
-            ports.append(c["metrics_port"])
+    for slot in SLOTS:
+        for c in containers(services, slot=slot, offset=offset):
+            ports.append(c["port"])
+            if c["metrics_port"] is not None:
+                ports.append(c["metrics_port"])
     return ports
+
+
+def _slot_of(container: dict, names_b: set[str]) -> str:
+    labels = container.get("Labels") or {}
+    slot = labels.get("org.sprintpoints.slot")
+    if slot is None:  # a container from before slots: by name
+        slot = "b" if _name(container) in names_b else "a"
+    return slot
+
+
+def _name(container: dict) -> str:
+    return (container.get("Names") or ["?"])[0].lstrip("/")
+
+
+def slot_containers(
+    found: list[dict], services: list[dict], prefix: str, slot: str
+) -> list[str]:
+    """The names of the service containers of one slot (running or not, migration runs
+    left out), from docker_host_info's container list (verbose: Names, State, Labels)."""
+    names_b = set(container_names(services, prefix, "b"))
+    return [
+        _name(c)
+        for c in found
+        if _slot_of(c, names_b) == _check_slot(slot)
+        and not _name(c).endswith("-migrate")
+    ]
+
+
+def active_slot(found: list[dict], services: list[dict], prefix: str = "sp-") -> str:
+    """The slot a host serves from: the slot of its running service containers, by their
+    org.sprintpoints.slot label or, for containers from before slots (no label), by name.
+    None running: "a". Both running (a switch that stopped half-way): "a"; the caller drains
+    the idle slot before touching it, so either answer is safe."""
+    names_b = set(container_names(services, prefix, "b"))
+    running = {
+        _slot_of(c, names_b)
+        for c in found
+        if c.get("State") == "running" and not _name(c).endswith("-migrate")
+    }
+    return "b" if running == {"b"} else "a"
 
 
 def secret_files(services: list[dict]) -> list[str]:
@@ -134,6 +203,9 @@ class FilterModule:
             "app_service_container_names": container_names,
             "app_service_container_name": container_name,
             "app_service_host_ports": host_ports,
+            "app_service_active_slot": active_slot,
+            "app_service_other_slot": other_slot,
+            "app_service_slot_containers": slot_containers,
             "app_service_secret_files": secret_files,
             "app_service_secret_dirs_ok": secret_dirs_ok,
             "app_service_secret_files_ok": secret_files_ok,

@@ -7,6 +7,8 @@ import hashlib
 import importlib.util
 import pathlib
 
+import pytest
+
 SOURCE = pathlib.Path(__file__).parents[1] / "filter_plugins" / "app_service.py"
 SPEC = importlib.util.spec_from_file_location("app_service_filters", SOURCE)
 f = importlib.util.module_from_spec(SPEC)
@@ -43,13 +45,74 @@ def entry(
 
 def test_every_replica_gets_a_name_and_consecutive_ports():
     assert f.containers(SERVICES) == [
-        {"service": "web", "replica": 1, "name": "sp-web", "port": 8001, "metrics_port": 8101},
-        {"service": "web", "replica": 2, "name": "sp-web-2", "port": 8002, "metrics_port": 8102},
-        {"service": "registry", "replica": 1, "name": "sp-registry", "port": 8003,
+        {"service": "web", "replica": 1, "slot": "a", "name": "sp-web", "port": 8001,
+         "metrics_port": 8101},
+        {"service": "web", "replica": 2, "slot": "a", "name": "sp-web-2", "port": 8002,
+         "metrics_port": 8102},
+        {"service": "registry", "replica": 1, "slot": "a", "name": "sp-registry", "port": 8003,
          "metrics_port": None},
-        {"service": "vendor-stub", "replica": 1, "name": "sp-vendor-stub", "port": 8004,
-         "metrics_port": None},
+        {"service": "vendor-stub", "replica": 1, "slot": "a", "name": "sp-vendor-stub",
+         "port": 8004, "metrics_port": None},
     ]  # fmt: skip
+
+
+def test_slot_b_adds_b_to_the_names_and_the_offset_to_every_port():
+    assert f.containers(SERVICES[:1], slot="b", offset=10) == [
+        {"service": "web", "replica": 1, "slot": "b", "name": "sp-web-b", "port": 8011,
+         "metrics_port": 8111},
+        {"service": "web", "replica": 2, "slot": "b", "name": "sp-web-b-2", "port": 8012,
+         "metrics_port": 8112},
+    ]  # fmt: skip
+    # slot a is a deployment from before slots: same names and ports whatever the offset
+    assert f.containers(SERVICES[:1], slot="a", offset=10)[0]["port"] == 8001
+
+
+def test_an_unknown_slot_is_refused():
+    with pytest.raises(ValueError, match="slot"):
+        f.containers(SERVICES, slot="c")
+    assert f.other_slot("a") == "b" and f.other_slot("b") == "a"
+
+
+def running(name, slot=None, state="running"):
+    labels = {"org.sprintpoints.service": "web"}
+    if slot:
+        labels["org.sprintpoints.slot"] = slot
+    return {"Names": [f"/{name}"], "State": state, "Labels": labels}
+
+
+def test_the_active_slot_is_the_one_whose_containers_run():
+    assert f.active_slot([running("sp-web-b", "b")], SERVICES) == "b"
+    assert (
+        f.active_slot(
+            [running("sp-web", "a"), running("sp-web-b", "b", "exited")], SERVICES
+        )
+        == "a"
+    )
+    # nothing running (a first deploy): slot a
+    assert f.active_slot([running("sp-web-b", "b", "exited")], SERVICES) == "a"
+    assert f.active_slot([], SERVICES) == "a"
+    # a switch stopped half-way, both running: a (the caller drains the idle slot first)
+    assert (
+        f.active_slot([running("sp-web", "a"), running("sp-web-b", "b")], SERVICES)
+        == "a"
+    )
+
+
+def test_a_slot_lists_its_containers_running_or_not_without_migration_runs():
+    found = [
+        running("sp-web", "a"),
+        running("sp-web-b", "b", "exited"),
+        running("sp-web-b-2"),  # no label: by name
+        running("sp-web-migrate", "a", "exited"),
+        running("sp-web-7"),  # a replica no longer planned: slot a by name
+    ]
+    assert f.slot_containers(found, SERVICES, "sp-", "b") == ["sp-web-b", "sp-web-b-2"]
+    assert f.slot_containers(found, SERVICES, "sp-", "a") == ["sp-web", "sp-web-7"]
+
+
+def test_containers_from_before_slots_count_by_name():
+    assert f.active_slot([running("sp-web"), running("sp-web-2")], SERVICES) == "a"
+    assert f.active_slot([running("sp-web-b-2")], SERVICES) == "b"
 
 
 def test_the_prefix_names_every_container():
@@ -60,19 +123,34 @@ def test_the_prefix_names_every_container():
         "blue-vendor-stub",
     ]
     assert f.container_name("web", 3, "x-") == "x-web-3"
+    assert f.container_name("web", 3, "x-", "b") == "x-web-b-3"
+
+
+def test_an_offset_that_makes_the_slots_overlap_shows_as_a_repeated_port():
+    ports = f.host_ports([{"name": "web", "port": 8001, "replicas": 2}], 1)
+    assert ports == [8001, 8002, 8002, 8003]
 
 
 def test_ports_as_strings_from_the_inventory_count_as_numbers():
     services = [
         {"name": "web", "port": "8001", "replicas": "2", "metrics_port": "8101"}
     ]
-    assert f.host_ports(services) == [8001, 8101, 8002, 8102]
+    assert f.host_ports(services, "10") == [
+        8001,
+        8101,
+        8002,
+        8102,
+        8011,
+        8111,
+        8012,
+        8112,
+    ]
 
 
 def test_host_ports_list_repeats_so_preflight_can_see_a_collision():
     services = [{"name": "a", "port": 8001, "replicas": 2}, {"name": "b", "port": 8002}]
-    ports = f.host_ports(services)
-    assert ports == [8001, 8002, 8002]
+    ports = f.host_ports(services, 10)
+    assert ports == [8001, 8002, 8002, 8011, 8012, 8012]
     assert len(set(ports)) != len(ports)
 
 

@@ -1,4 +1,5 @@
-"""Behaviour of the haproxy role: routing, /internal/ refusal, request ids, drain/maint, hitless reloads."""
+"""Behaviour of the haproxy role: routing, /internal/ refusal, request ids, drain/maint, hitless reloads,
+runtime server states kept across reloads and restarts."""
 
 import http.client
 import json
@@ -14,6 +15,7 @@ import requests
 testinfra_hosts = ["haproxy-lb"]
 
 SOCKET = "/run/haproxy/admin.sock"
+STATE_FILE = "/var/lib/haproxy/server-state"
 UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 
@@ -47,13 +49,51 @@ def raw_get(lb_ip, path, port=80):
         conn.close()
 
 
+RUNTIME_API_SCRIPT = (
+    "import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+    "s.sendall(sys.argv[2].encode()+b'\\n');print(s.makefile().read())"
+)
+
+
 def runtime_api(host, command):
     """Talk to HAProxy's admin socket from inside the load balancer (no socat in the image)."""
-    script = (
-        "import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
-        "s.sendall(sys.argv[2].encode()+b'\\n');print(s.makefile().read())"
+    return host.check_output("python3 -c %s %s %s", RUNTIME_API_SCRIPT, SOCKET, command)
+
+
+def runtime_view(host):
+    """(worker pid, {"be_x/server": status}), or (None, {}) while nothing answers (a restart).
+
+    Both come from one connection, hence from one worker: right after a reload the old worker may still
+    answer for a moment, and it would of course still show the states it had."""
+    cmd = host.run(
+        "python3 -c %s %s %s", RUNTIME_API_SCRIPT, SOCKET, "show info;show stat"
     )
-    return host.check_output("python3 -c %s %s %s", script, SOCKET, command)
+    pid = re.search(r"^Pid: (\d+)$", cmd.stdout, re.MULTILINE)
+    if cmd.rc != 0 or not pid:
+        return None, {}
+    statuses = {}
+    for line in cmd.stdout.splitlines():
+        fields = line.split(",")
+        if (
+            len(fields) > 17
+            and fields[0] != "# pxname"
+            and fields[1] not in ("FRONTEND", "BACKEND")
+        ):
+            statuses[f"{fields[0]}/{fields[1]}"] = fields[17]
+    return pid.group(1), statuses
+
+
+def statuses_after(host, action):
+    """`systemctl <action> haproxy`, then the servers' statuses as the new worker has them."""
+    pid_before, _ = runtime_view(host)
+    host.check_output("systemctl %s haproxy", action)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pid, statuses = runtime_view(host)
+        if pid and pid != pid_before:
+            return statuses
+        time.sleep(0.2)
+    pytest.fail(f"no new haproxy worker answered within 15 s of systemctl {action}")
 
 
 def servers_hit(lb_ip, path, count=8):
@@ -185,7 +225,9 @@ def test_server_out_of_rotation_gets_no_requests(host, lb_ip, state):
         result = host.ansible("community.general.haproxy", args, check=False)
         assert not result.get("failed"), result
         expected = "DRAIN" if state == "drain" else "MAINT"
-        assert expected in runtime_api(host, "show stat")
+        statuses = runtime_view(host)[1]
+        assert statuses["be_alpha/app1"].startswith(expected)
+        assert statuses["be_beta/app1"].startswith(expected)
         # app1 is out in every backend, app2 takes everything.
         assert servers_hit(lb_ip, "/api/v1/alpha") == ["app2"]
         assert servers_hit(lb_ip, "/api/v1/beta") == ["app2"]
@@ -301,3 +343,60 @@ def test_metrics_are_served_to_allowed_sources_only(host, backend, lb_ip):
 def test_metrics_are_not_routed_by_the_public_frontend(lb_ip):
     response = get(lb_ip, "/metrics")
     assert "haproxy_process" not in response.text
+
+
+def test_reload_and_stop_save_the_server_states(host):
+    # Debian's reload commands were replaced (not added to): check, save, signal, in that order.
+    reload = re.findall(
+        r"argv\[\]=([^;]*)", host.check_output("systemctl show -p ExecReload haproxy")
+    )
+    assert len(reload) == 3, reload
+    assert " -c -q " in reload[0]
+    assert reload[1].startswith("/usr/local/sbin/haproxy-save-state ")
+    assert "kill -USR2" in reload[2]
+    stop = re.findall(
+        r"argv\[\]=([^;]*)", host.check_output("systemctl show -p ExecStop haproxy")
+    )
+    assert [cmd.split()[0] for cmd in stop] == ["/usr/local/sbin/haproxy-save-state"]
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "admin_flag"),
+    [("maint", "MAINT", 0x01), ("drain", "DRAIN", 0x08)],  # SRV_ADMF_FMAINT, _FDRAIN
+)
+def test_runtime_state_survives_a_reload(host, command, status, admin_flag):
+    server = "be_beta/app2"
+    try:
+        runtime_api(host, f"set server {server} state {command}")
+        assert statuses_after(host, "reload")[server].startswith(status)
+        # The reload saved it (the file haproxy read): version 1, the address left to the configuration.
+        state_file = host.file(STATE_FILE)
+        assert state_file.user == "root"
+        assert state_file.group == "haproxy"
+        assert state_file.mode == 0o640
+        lines = [line.split() for line in state_file.content_string.splitlines()]
+        assert lines[0] == ["1"]
+        # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+        saved = next(
+            f for f in lines if len(f) > 6 and (f[1], f[3]) == ("be_beta", "app2")
+        )
+        assert saved[4] == "-"
+        assert int(saved[6]) & admin_flag
+        runtime_api(host, f"set server {server} state ready")
+        assert not statuses_after(host, "reload")[server].startswith(("MAINT", "DRAIN"))
+    finally:
+        runtime_api(host, f"set server {server} state ready")
+
+
+def test_disabled_server_starts_in_maintenance_and_keeps_its_runtime_state(host):
+    # Blue/green: the idle slot's server is declared `disabled`; a rollout enables it on the admin socket,
+    # and neither a restart nor a reload (the configuration still says disabled) may put it back.
+    server = "be_alpha/app1_b"
+    assert runtime_view(host)[1][server].startswith("MAINT")
+    try:
+        runtime_api(host, f"set server {server} state ready")
+        assert not statuses_after(host, "restart")[server].startswith("MAINT")
+        assert not statuses_after(host, "reload")[server].startswith("MAINT")
+    finally:
+        runtime_api(host, f"set server {server} state maint")
+    assert statuses_after(host, "reload")[server].startswith("MAINT")

@@ -1,5 +1,6 @@
 #!/usr/bin/python
-"""Replace running containers by staged ones, side by side, in one engine session."""
+"""The one health verdict of the service containers: wait until they are healthy, or say at once
+why they cannot be."""
 
 from __future__ import annotations
 
@@ -14,55 +15,31 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
-module: app_service_swap
-short_description: Swap running containers for staged copies created ahead of time
+module: app_service_health
+short_description: Wait until service containers are healthy, giving up at once when one cannot be
 description:
-  - For each name, the container C(<name><suffix>) was created ahead of time (state
-    C(present), by C(community.docker.docker_container)) with the settings the running
-    container C(<name>) should have. This stops and removes C(<name>), renames the staged
-    container to C(<name>) and starts it; all names side by side.
-  - Where the staged container has the same image and settings as the running one, the staged
-    copy is removed and the running container is left alone.
-  - A name without a staged container is left alone.
-  - Why not C(docker_container) in a loop: on a drained host the replacements are the window
-    in which the host serves nothing, and one module run per container, each waiting for the
-    previous one's graceful stop, cost 3 to 4 s per container.
+  - Polls the engine 4 times a second until every container of C(names) runs and its health
+    check (if any) reports healthy, for at most C(timeout) seconds. Every path that waits for
+    the service containers (a deploy, a rollout's new slot) uses this one verdict.
+  - A container whose check has not reported yet gets its own check run on demand (an exec of
+    the same command, with the engine's start period and retries), so the wait does not depend
+    on the check's interval.
+  - Stops waiting at once when a container cannot become healthy: exited, restarting, dead or
+    C(unhealthy) by its check (a broken version is refused in seconds, not after the timeout).
+    Checks that only ran out of time (a saturated host) are C(slow), not C(unhealthy): the wait
+    goes on until the timeout.
+  - Not being healthy does not fail the module (see C(healthy), C(not_healthy)): the caller
+    decides and names what is wrong. Never changes anything.
 options:
   names:
-    description: Names of the containers to replace.
+    description: Names of the containers.
     type: list
     elements: str
     required: true
-  suffix:
-    description: Suffix of the staged containers' names.
-    type: str
-    default: -next
-  stop_timeout:
-    description: Seconds a container has to stop gracefully before it is killed.
+  timeout:
+    description: Seconds to wait at most.
     type: int
-    default: 10
-  swap:
-    description:
-      - C(false) swaps nothing, whatever is staged: the module only waits (see C(wait_healthy)).
-        Every path that waits for the service containers uses this one verdict.
-    type: bool
-    default: true
-  wait_healthy:
-    description:
-      - Seconds to wait, after the swap, until every container of C(names) (swapped or kept)
-        runs and its health check (if any) reports healthy; polls the engine 4 times a second.
-        0 does not wait.
-      - A container whose check has not reported yet gets its own check run on demand (an
-        exec of the same command, with the engine's start period and retries), so the wait
-        does not depend on the check's interval.
-      - Stops waiting at once when a container cannot become healthy: exited, restarting,
-        dead or C(unhealthy) by its check (a broken version is refused in seconds, not after
-        the timeout). Checks that only ran out of time (a saturated host) are C(slow), not
-        C(unhealthy): the wait goes on until the timeout.
-      - Not being healthy does not fail the module (see C(healthy), C(not_healthy)): the
-        caller decides (fail, revert) and names what is wrong.
-    type: int
-    default: 0
+    required: true
   docker_socket:
     description: Path of the Docker engine's socket.
     type: path
@@ -71,21 +48,14 @@ author: sprintpoints
 """
 
 EXAMPLES = r"""
-- name: Replace the running containers by the staged ones
-  app_service_swap:
+- name: Wait until the containers are healthy
+  app_service_health:
     names: [sp-web, sp-registry]
-    stop_timeout: 15
+    timeout: 120
+  register: health
 """
 
 RETURN = r"""
-containers:
-  description: For each name, what was done (replaced, created, kept, not staged; not swapped with C(swap=false)).
-  type: dict
-  returned: always
-seconds:
-  description: For each name swapped, the seconds each step took (stop_and_remove, rename, start).
-  type: dict
-  returned: always
 healthy:
   description: Whether every container of C(names) was running and healthy when the wait ended.
   type: bool
@@ -98,14 +68,10 @@ not_healthy:
   type: dict
   returned: always
 waited:
-  description: Seconds spent waiting for the containers to be healthy.
+  description: Seconds spent waiting.
   type: float
   returned: always
 """
-
-# Set by the engine from the container's own ID or name; they differ between two containers
-# created with the same settings.
-_PER_CONTAINER_CONFIG = ("Hostname",)
 
 
 class EngineError(Exception):
@@ -124,18 +90,16 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Engine:
-    """The few calls of the Docker engine API the swap needs; a connection per call."""
+    """The few calls of the Docker engine API the wait needs; a connection per call."""
 
-    def __init__(self, socket_path: str, stop_timeout: int):
+    def __init__(self, socket_path: str):
         self.socket_path = socket_path
-        self.stop_timeout = stop_timeout
 
     def _call(
         self, method: str, path: str, body: dict | None = None, **params
     ) -> tuple[int, bytes]:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        # A stop may take stop_timeout seconds before the engine answers.
-        conn = _UnixConnection(self.socket_path, timeout=self.stop_timeout + 60)
+        conn = _UnixConnection(self.socket_path, timeout=60)
         try:
             if body is None:
                 conn.request(method, path + query)
@@ -166,22 +130,6 @@ class Engine:
         self._expect(status, body, f"inspect {name}", (200,))
         return json.loads(body)
 
-    def stop_and_remove(self, name: str) -> None:
-        status, body = self._call(
-            "POST", f"/containers/{name}/stop", t=self.stop_timeout
-        )
-        self._expect(status, body, f"stop {name}", (204, 304, 404))
-        status, body = self._call("DELETE", f"/containers/{name}", force="true")
-        self._expect(status, body, f"remove {name}", (204, 404))
-
-    def rename(self, name: str, new_name: str) -> None:
-        status, body = self._call("POST", f"/containers/{name}/rename", name=new_name)
-        self._expect(status, body, f"rename {name} to {new_name}", (204,))
-
-    def start(self, name: str) -> None:
-        status, body = self._call("POST", f"/containers/{name}/start")
-        self._expect(status, body, f"start {name}", (204, 304))
-
     def run_check(self, name: str, cmd: list[str], timeout: float) -> str:
         """Runs a health check command in the container (an exec, as the engine runs its own
         checks): ``passed`` when it exits 0 within timeout seconds, ``timed out`` when it is
@@ -206,24 +154,6 @@ class Engine:
                 return "passed" if state["ExitCode"] == 0 else "failed"
             time.sleep(0.05)
         return "timed out"
-
-
-def same_settings(running: dict, staged: dict) -> bool:
-    """Whether the staged container would run what the running one runs, as it runs it."""
-
-    def config(container: dict) -> dict:
-        return {
-            k: v
-            for k, v in container["Config"].items()
-            if k not in _PER_CONTAINER_CONFIG
-        }
-
-    return (
-        running["State"]["Running"]
-        and running["Image"] == staged["Image"]
-        and config(running) == config(staged)
-        and running["HostConfig"] == staged["HostConfig"]
-    )
 
 
 def verdict(container: dict | None) -> str:
@@ -331,102 +261,31 @@ def wait_healthy(engine: Engine, names: list[str], timeout: float) -> dict[str, 
             time.sleep(0.25)
 
 
-def plan(engine: Engine, name: str, suffix: str) -> str:
-    staged = engine.inspect(name + suffix)
-    if staged is None:
-        return "not staged"
-    running = engine.inspect(name)
-    if running is None:
-        return "created"
-    return "kept" if same_settings(running, staged) else "replaced"
-
-
-def swap(engine: Engine, name: str, suffix: str, action: str) -> dict[str, float]:
-    """Does the planned action; returns the seconds each step took."""
-    steps = {}
-    clock = time.monotonic()
-
-    def step(what: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        steps[what] = round(now - clock, 3)
-        clock = now
-
-    if action == "kept":
-        engine.stop_and_remove(name + suffix)
-        step("remove_staged")
-    elif action in ("created", "replaced"):
-        if action == "replaced":
-            engine.stop_and_remove(name)
-            step("stop_and_remove")
-        engine.rename(name + suffix, name)
-        step("rename")
-        engine.start(name)
-        step("start")
-    return steps
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "names": {"type": "list", "elements": "str", "required": True},
-            "suffix": {"type": "str", "default": "-next"},
-            "swap": {"type": "bool", "default": True},
-            "stop_timeout": {"type": "int", "default": 10},
-            "wait_healthy": {"type": "int", "default": 0},
+            "timeout": {"type": "int", "required": True},
             "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
         },
         supports_check_mode=True,
     )
-    names, suffix = module.params["names"], module.params["suffix"]
-    if not suffix:
-        module.fail_json(
-            msg="suffix must not be empty: the staged container would be the running one"
-        )
-    engine = Engine(module.params["docker_socket"], module.params["stop_timeout"])
-    seconds: dict[str, dict[str, float]] = {}
-    try:
-        if module.params["swap"]:
-            actions = {name: plan(engine, name, suffix) for name in names}
-        else:
-            actions = dict.fromkeys(names, "not swapped")
-        if module.params["swap"] and not module.check_mode:
-            with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
-                futures = {
-                    name: pool.submit(swap, engine, name, suffix, actions[name])
-                    for name in names
-                }
-                errors = []
-                for name, future in futures.items():
-                    try:
-                        seconds[name] = future.result()
-                    except (EngineError, OSError) as exc:
-                        errors.append(f"{name}: {exc}")
-                if errors:
-                    module.fail_json(
-                        msg="; ".join(errors), containers=actions, seconds=seconds
-                    )
-    except (EngineError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    swapped = [
-        name for name, action in actions.items() if action in ("created", "replaced")
-    ]
     not_healthy: dict[str, str] = {}
-    waited = 0.0
-    if module.params["wait_healthy"] > 0 and not module.check_mode:
-        started = time.monotonic()
+    started = time.monotonic()
+    if not module.check_mode:
         try:
-            not_healthy = wait_healthy(engine, names, module.params["wait_healthy"])
+            not_healthy = wait_healthy(
+                Engine(module.params["docker_socket"]),
+                module.params["names"],
+                module.params["timeout"],
+            )
         except (EngineError, OSError) as exc:
-            module.fail_json(msg=str(exc), containers=actions, seconds=seconds)
-        waited = round(time.monotonic() - started, 3)
+            module.fail_json(msg=str(exc))
     module.exit_json(
-        changed=bool(swapped),
-        containers=actions,
-        seconds=seconds,
+        changed=False,
         healthy=not not_healthy,
         not_healthy=not_healthy,
-        waited=waited,
+        waited=round(time.monotonic() - started, 3),
     )
 
 
