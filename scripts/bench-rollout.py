@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): the wall time of one rolling update of a new image on the running lab,
-under load, and how long each app host is out of the load balancers. Needs `make lab`:
+under load, and how long each app host's update takes (blue/green: it serves throughout; the
+marks "drain" and "enabled" are its update's start and its switch). Needs `make lab`:
 
     make lab LAB_APP_HOSTS=3 && make bench-rollout      # BENCH_ARGS=--no-load | --summary
 
@@ -231,8 +232,8 @@ def bench(args: argparse.Namespace) -> int:
     print(
         f"{hosts} app hosts, {kind}: image build {res['image_build_s']} s; rollout "
         f"{res['rollout_wall_s']} s wall, {m.get('start_to_end_s')} s between the marks, "
-        f"first drain after {m.get('start_to_first_drain_s')} s, longest drain-to-enabled "
-        f"{m.get('drain_to_enabled_max_s')} s; requests {res['load'].get('requests', '-')}, "
+        f"first host touched after {m.get('start_to_first_drain_s')} s, longest host update "
+        f"{m.get('drain_to_enabled_max_s')} s (serving throughout); requests {res['load'].get('requests', '-')}, "
         f"failures {failures}, ledger ok {res['ledger_ok']}: "
         f"{'OK' if res['ok'] else 'FAILED'} -> {path.relative_to(ROOT)}"
     )
@@ -265,7 +266,7 @@ def summary() -> int:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(REPORTS / "rollout-bench-hosts.png", dpi=110)
-    print("| hosts | load | rollout s | per-host window s | failures |")
+    print("| hosts | load | rollout s | longest host update s | failures |")
     print("|---:|---|---:|---:|---:|")
     for r in rows:
         load = r["load"]

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 import sprintpoints
 
@@ -34,6 +38,24 @@ def test_probe_fails_on_a_closed_port():
     run = probe(str(free_port()))
     assert run.returncode == 1
     assert "healthcheck: 127.0.0.1:" in run.stderr
+
+
+def test_a_slow_answer_is_left_to_the_engines_timeout():
+    """A service that accepts but does not answer: the probe is still waiting after the
+    image's 4 s check timeout (the engine then records a timeout, which a deploy's wait counts
+    as slow), instead of exiting 1 (a real failure, which refuses the version)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(
+                [sys.executable, "-I", "-S", str(PROBE)],
+                env={"PORT": str(server.getsockname()[1])},
+                capture_output=True,
+                timeout=4.5,
+            )
+        assert time.monotonic() - started >= 4.5
 
 
 def test_probe_imports_neither_flask_nor_the_package(live):
