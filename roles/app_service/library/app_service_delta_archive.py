@@ -66,8 +66,9 @@ size:
 """
 
 
-def read_manifest(archive: tarfile.TarFile) -> tuple[list[str], list[str]]:
-    """The layer file paths and diff IDs (bottom first) of the archive's one image."""
+def read_manifest(archive: tarfile.TarFile) -> tuple[list[str], list[str], str]:
+    """The layer file paths and diff IDs (bottom first) of the archive's one image, and the
+    name of its config file (named after the config's digest: the image ID)."""
     manifest = json.load(archive.extractfile("manifest.json"))
     if len(manifest) != 1:
         raise ValueError(f"expected an archive of one image, found {len(manifest)}")
@@ -77,7 +78,17 @@ def read_manifest(archive: tarfile.TarFile) -> tuple[list[str], list[str]]:
         raise ValueError(
             "the manifest and the image config list different numbers of layers"
         )
-    return paths, diff_ids
+    return paths, diff_ids, manifest[0]["Config"]
+
+
+def delta_name(stem: str, config: str, diff_ids: list[str], leave_out: set[str]) -> str:
+    """The cached copy's file name: the same image (config, so its ID, and layers) cut for the
+    same layers is the same file; an image whose config alone changed (a new HEALTHCHECK, ENV
+    or CMD under the same tag: no new layer) is another one."""
+    digest = hashlib.sha256(
+        json.dumps([config, diff_ids, sorted(leave_out)]).encode()
+    ).hexdigest()
+    return f"{stem}.delta-{digest[:16]}.tar"
 
 
 def present_paths(
@@ -119,16 +130,13 @@ def main() -> None:
     src, dest_dir = module.params["src"], module.params["dest_dir"]
     try:
         with tarfile.open(src) as archive:
-            paths, diff_ids = read_manifest(archive)
+            paths, diff_ids, config = read_manifest(archive)
             leave_out = present_paths(paths, diff_ids, module.params["host_layers"])
             result = {"changed": False, "layers_left_out": len(leave_out)}
             if not leave_out:
                 module.exit_json(path=src, size=os.path.getsize(src), **result)
-            digest = hashlib.sha256(
-                json.dumps([diff_ids, sorted(leave_out)]).encode()
-            ).hexdigest()
             stem = os.path.basename(src).removesuffix(".tar")
-            dest = os.path.join(dest_dir, f"{stem}.delta-{digest[:16]}.tar")
+            dest = os.path.join(dest_dir, delta_name(stem, config, diff_ids, leave_out))
             if not os.path.exists(dest):
                 result["changed"] = True
                 if not module.check_mode:
