@@ -145,7 +145,9 @@ def bench(args: argparse.Namespace) -> int:
     base_url = args.base_url.rstrip("/")
     hosts = app_hosts()
     old, new = lab_version(base_url, 2 * hosts), f"bench{int(time.time())}"
-    kind = "noload" if args.no_load else "load"
+    kind = ("noload" if args.no_load else "load") + (
+        "-via-lab" if args.via == "lab" else ""
+    )
     REPORTS.mkdir(exist_ok=True)
     log_path = REPORTS / f"bench-rollout-{hosts}h-{time.strftime('%Y%m%dT%H%M%S')}.log"
     work = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
@@ -184,8 +186,11 @@ def bench(args: argparse.Namespace) -> int:
                     die(f"the load did not start: {work / 'run.out'}", 1)
                 time.sleep(0.2)
             time.sleep(2)  # the old version is seen before rollout_start
-        log(f"make rollout APP_VERSION={new} (at most {args.timeout:g} s) ...")
-        cmd = ["make", "--no-print-directory", "rollout", f"APP_VERSION={new}"]
+        # --via lab: `make lab` again (site.yml: load balancers first, then the app hosts that
+        # serve another version roll), the path of a toolkit upgrade such as the move to slots.
+        target = "lab" if args.via == "lab" else "rollout"
+        log(f"make {target} APP_VERSION={new} (at most {args.timeout:g} s) ...")
+        cmd = ["make", "--no-print-directory", target, f"APP_VERSION={new}"]
         env = {"ROLLOUT_MARKS_FILE": str(marks)}
         status, res["rollout_wall_s"] = run(cmd, out, args.timeout, env)
         time.sleep(3 if load else 0)  # and the new one after rollout_end
@@ -246,7 +251,11 @@ def summary() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(p.read_text()) for p in REPORTS.glob("rollout-bench-*h-*.json")]
+    rows = [
+        json.loads(p.read_text())
+        for p in REPORTS.glob("rollout-bench-*h-*.json")
+        if "-via-" not in p.name  # one-off paths, not the scaling series
+    ]
     if not rows:
         die("no reports/rollout-bench-*h-*.json yet: run make bench-rollout first")
     rows.sort(key=lambda r: (r["load"]["kind"], r["hosts"]))
@@ -293,6 +302,12 @@ def main() -> int:
     add("--no-load", action="store_true", help="roll out with no load at all")
     add("--timeout", type=float, default=840, help="rollout limit, s (%(default)s)")
     add("--summary", action="store_true", help="only plot and tabulate the results")
+    add(
+        "--via",
+        choices=["rollout", "lab"],
+        default="rollout",
+        help="roll with make rollout (default) or make lab (site.yml, e.g. a toolkit upgrade)",
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.timeout <= 0:
         parser.error("--clients must be at least 1 and --timeout positive")
