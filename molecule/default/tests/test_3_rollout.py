@@ -26,6 +26,9 @@ from conftest import (
     sink_alerts,
 )
 
+sys.path.insert(0, str(PROJECT / "scripts"))
+from sp_loadgen.lbwatch import Watcher, docker_exec_command
+
 LOADGEN = [sys.executable, str(PROJECT / "scripts" / "loadgen.py")]
 APP_HOSTS = ["stack-app1", "stack-app2"]
 OLD = os.environ.get("APP_VERSION") or "dev"
@@ -127,13 +130,25 @@ class Load:
                 break
             time.sleep(0.1)
         assert started.exists(), self.proc.communicate()
+        # HAProxy's view of every server, sampled through the rollout: blue/green never takes
+        # a host out of rotation (every host keeps a server UP in every backend).
+        self.lb = Watcher(docker_exec_command("stack-lb1")).__enter__()
         time.sleep(2)  # some traffic before the rollout starts
         return self
 
     def __exit__(self, *exc):
         time.sleep(3)  # some traffic after the rollout ends
+        self.lb.__exit__()
         self.stop.touch()
         self.out, self.err = self.proc.communicate(timeout=60)
+
+    def assert_never_out_of_rotation(self):
+        seen = self.lb.summary()
+        assert seen["samples"] > 20, (
+            seen
+        )  # the watch saw the rollout, not a moment of it
+        assert seen["out_of_rotation"] == [], seen
+        assert set(seen["fewest_up"]) == set(APP_HOSTS), seen
 
     def report(self, *expect: str) -> subprocess.CompletedProcess:
         return loadgen(
@@ -178,6 +193,7 @@ def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
     assert active_slots() == {
         app: {"a": "b", "b": "a"}[slot] for app, slot in before.items()
     }
+    load.assert_never_out_of_rotation()
     assert "failures=0" in load.out, load.out + load.err
     report = load.report("--expect-versions", OLD, NEW, "--max-failures", "0")
     assert report.returncode == 0, report.stdout + report.stderr
@@ -194,6 +210,7 @@ def test_a_broken_version_stops_at_the_canary_and_nothing_fails(tmp_path, base_u
     assert "Not healthy on stack-app1" in run.stdout and " is unhealthy" in run.stdout
     assert running_versions() == {NEW}  # the idle slot of the canary was removed
     assert "kept serving" in run.stdout, run.stdout[-4000:]
+    load.assert_never_out_of_rotation()
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(
         "--tag",
@@ -324,6 +341,7 @@ def test_a_killed_rollout_leaves_a_trace_and_site_yml_finishes_the_job(
     assert run.returncode == 0, run.stdout[-4000:]
     assert "Roll the app hosts, a canary first" in run.stdout
     assert running_versions() == {NEW}
+    load.assert_never_out_of_rotation()
     assert "failures=0" in load.out, load.out + load.err
     report = load.report(
         "--tag",
