@@ -144,9 +144,8 @@ class Load:
 
     def assert_never_out_of_rotation(self):
         seen = self.lb.summary()
-        assert seen["samples"] > 20, (
-            seen
-        )  # the watch saw the rollout, not a moment of it
+        # the watch saw the rollout, not a moment of it (a sample takes about 1 s)
+        assert seen["samples"] > 5, seen
         assert seen["out_of_rotation"] == [], seen
         assert set(seen["fewest_up"]) == set(APP_HOSTS), seen
 
