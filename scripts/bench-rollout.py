@@ -39,6 +39,7 @@ TARGET_FACTOR = 1.3  # a rollout on N app hosts: at most 1.3 x the 2-host wall t
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from sp_loadgen.common import read_jsonl
+from sp_loadgen.lbwatch import Watcher, docker_exec_command
 from sp_loadgen.report import host_windows, load_marks
 
 
@@ -192,7 +193,10 @@ def bench(args: argparse.Namespace) -> int:
         log(f"make {target} APP_VERSION={new} (at most {args.timeout:g} s) ...")
         cmd = ["make", "--no-print-directory", target, f"APP_VERSION={new}"]
         env = {"ROLLOUT_MARKS_FILE": str(marks)}
-        status, res["rollout_wall_s"] = run(cmd, out, args.timeout, env)
+        # HAProxy's view through the rollout: the fewest servers UP per host and backend.
+        with Watcher(docker_exec_command(args.lb_container)) as watch:
+            status, res["rollout_wall_s"] = run(cmd, out, args.timeout, env)
+        res["lb"] = watch.summary()
         time.sleep(3 if load else 0)  # and the new one after rollout_end
     finally:
         if load:
@@ -230,7 +234,13 @@ def bench(args: argparse.Namespace) -> int:
         res["report"], res["report_ok"] = found and found[1], report.returncode == 0
     failures = res["load"].get("failures", 0)
     checks = (res["ledger_ok"], res["report_ok"])  # None: not run (--no-load)
-    res["ok"] = res["rollout_ok"] and not failures and False not in checks
+    out_of_rotation = res.get("lb", {}).get("out_of_rotation")
+    res["ok"] = (
+        res["rollout_ok"]
+        and not failures
+        and False not in checks
+        and not out_of_rotation
+    )
     path = REPORTS / f"rollout-bench-{hosts}h-{kind}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     m = res["marks"]
@@ -239,7 +249,8 @@ def bench(args: argparse.Namespace) -> int:
         f"{res['rollout_wall_s']} s wall, {m.get('start_to_end_s')} s between the marks, "
         f"first host touched after {m.get('start_to_first_drain_s')} s, longest host update "
         f"{m.get('drain_to_enabled_max_s')} s (serving throughout); requests {res['load'].get('requests', '-')}, "
-        f"failures {failures}, ledger ok {res['ledger_ok']}: "
+        f"failures {failures}, ledger ok {res['ledger_ok']}, hosts ever out of rotation "
+        f"{out_of_rotation} ({res.get('lb', {}).get('samples')} HAProxy samples): "
         f"{'OK' if res['ok'] else 'FAILED'} -> {path.relative_to(ROOT)}"
     )
     return 0 if res["ok"] else 1
@@ -302,6 +313,9 @@ def main() -> int:
     add("--no-load", action="store_true", help="roll out with no load at all")
     add("--timeout", type=float, default=840, help="rollout limit, s (%(default)s)")
     add("--summary", action="store_true", help="only plot and tabulate the results")
+    add(
+        "--lb-container", default="lb1", help="the load balancer to watch (%(default)s)"
+    )
     add(
         "--via",
         choices=["rollout", "lab"],
