@@ -235,8 +235,14 @@ def bench(args: argparse.Namespace) -> int:
     failures = res["load"].get("failures", 0)
     checks = (res["ledger_ok"], res["report_ok"])  # None: not run (--no-load)
     out_of_rotation = res.get("lb", {}).get("out_of_rotation")
+    watched = res.get("lb", {}).get("samples", 0) > 0
+    if not watched:
+        log(
+            "the HAProxy watch got no sample: is --lb-container the load balancer's container?"
+        )
     res["ok"] = (
         res["rollout_ok"]
+        and watched
         and not failures
         and False not in checks
         and not out_of_rotation
@@ -314,7 +320,9 @@ def main() -> int:
     add("--timeout", type=float, default=840, help="rollout limit, s (%(default)s)")
     add("--summary", action="store_true", help="only plot and tabulate the results")
     add(
-        "--lb-container", default="lb1", help="the load balancer to watch (%(default)s)"
+        "--lb-container",
+        default="sprintpoints-lab-lb1",
+        help="the load balancer's container to watch (%(default)s)",
     )
     add(
         "--via",
