@@ -55,5 +55,7 @@ rm -rf .lab inventories/lab/hosts.yml .venv app/.venv .ansible .cache .pytest_ca
   app/.pytest_cache app/.ruff_cache app/*.egg-info app/build \
   "$HOME/.cache/molecule" "$HOME/.cache/sprintpoints" "$HOME/.cache/pip" \
   "$HOME/.ansible/tmp" "$HOME/.ansible/cp"
+# Role links an older molecule prerun left in the user's roles path (a fresh machine has none).
+rm -f "$HOME"/.ansible/roles/sprintpoints.*
 find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
 say "done: the next 'make test' starts from scratch (engine and Debian packages kept)"
