@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import socket
+import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -24,7 +25,11 @@ description:
   - C(state=maint) sets the servers to drain, waits up to I(drain_timeout) seconds for their
     sessions to end, then puts them in maintenance (with a warning naming the sessions cut
     when they did not end).
-  - Servers already in the wanted state are left alone (changed=false).
+  - With I(replaces) (C(state=up) only), a switch in one call: once I(servers) take traffic,
+    the servers they replace are drained into maintenance as with C(state=maint).
+  - Servers already in the wanted state are left alone (changed=false). After a change,
+    I(save_command) runs (for example a script that writes HAProxy's server-state file, which
+    HAProxy itself writes only at a reload or stop).
 options:
   socket:
     description: Path to HAProxy's runtime API socket.
@@ -48,6 +53,16 @@ options:
     description: Seconds to wait for HAProxy's check to see a server UP.
     type: int
     default: 30
+  replaces:
+    description: Servers drained into maintenance once I(servers) are UP (C(state=up) only).
+    type: list
+    elements: str
+    default: []
+  save_command:
+    description: Command (argv) run on the load balancer after a change; its failure fails the task.
+    type: list
+    elements: str
+    default: []
 author: sprintpoints
 """
 
@@ -61,6 +76,12 @@ EXAMPLES = r"""
     servers: [app1]
     state: maint
     drain_timeout: 30
+- name: Switch app1 from slot a to slot b, then save the states
+  haproxy_server_state:
+    servers: [app1_b]
+    state: up
+    replaces: [app1]
+    save_command: [/usr/local/sbin/haproxy-save-state, /run/haproxy/admin.sock, /var/lib/haproxy/server-state]
 """
 
 RETURN = r"""
@@ -68,6 +89,10 @@ servers:
   description: The matching servers with backend, server and status before and after.
   type: list
   elements: dict
+  returned: always
+ready_at:
+  description: When I(servers) were set ready (epoch seconds; null when nothing was brought up).
+  type: float
   returned: always
 """
 
@@ -122,9 +147,10 @@ def wait(haproxy, names, done, timeout):
 
 
 def bring_up(module, haproxy, names, before):
+    """Returns (changed, when the servers were set ready or None)."""
     todo = [key for key, s in before.items() if not is_up(s["status"])]
     if not todo or module.check_mode:
-        return bool(todo)
+        return bool(todo), None
     for backend, server in todo:
         haproxy.set(backend, server, "state drain")
         haproxy.set(backend, server, "health down")
@@ -149,7 +175,7 @@ def bring_up(module, haproxy, names, before):
         )
     for backend, server in todo:
         haproxy.set(backend, server, "state ready")
-    return True
+    return True, time.time()
 
 
 def drain(module, haproxy, names, before):
@@ -179,6 +205,16 @@ def drain(module, haproxy, names, before):
     return True
 
 
+def save(module, command):
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        module.fail_json(
+            msg=f"saving the servers' states ({' '.join(command)}) failed: {detail}"
+        )
+
+
 def report(before, after):
     return [
         {
@@ -199,26 +235,40 @@ def main() -> None:
             "state": {"type": "str", "choices": ["up", "maint"], "required": True},
             "drain_timeout": {"type": "int", "default": 30},
             "up_timeout": {"type": "int", "default": 30},
+            "replaces": {"type": "list", "elements": "str", "default": []},
+            "save_command": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
     names = module.params["servers"]
+    replaced = module.params["replaces"]
+    if replaced and module.params["state"] != "up":
+        module.fail_json(msg="replaces goes with state=up (a switch)")
     haproxy = HAProxy(module.params["socket"])
     try:
-        before = haproxy.servers(names)
-        missing = sorted(set(names) - {server for _, server in before})
+        before = haproxy.servers(names + replaced)
+        missing = sorted(set(names + replaced) - {server for _, server in before})
         if missing:
             module.fail_json(
                 msg=f"no server named {', '.join(missing)} in any backend of this HAProxy "
                 "(is the load balancer's configuration older than the inventory? run make lab "
                 "or the site playbook's loadbalancers play)"
             )
-        act = bring_up if module.params["state"] == "up" else drain
-        changed = act(module, haproxy, names, before)
-        after = before if module.check_mode else haproxy.servers(names)
+        mine = {key: s for key, s in before.items() if key[1] in names}
+        ready_at = None
+        if module.params["state"] == "up":
+            changed, ready_at = bring_up(module, haproxy, names, mine)
+        else:
+            changed = drain(module, haproxy, names, mine)
+        if replaced:
+            theirs = {key: s for key, s in before.items() if key[1] in replaced}
+            changed = drain(module, haproxy, replaced, theirs) or changed
+        after = before if module.check_mode else haproxy.servers(names + replaced)
     except (OSError, RuntimeError) as exc:
         module.fail_json(msg=f"HAProxy's admin socket {module.params['socket']}: {exc}")
-    module.exit_json(changed=changed, servers=report(before, after))
+    if changed and module.params["save_command"] and not module.check_mode:
+        save(module, module.params["save_command"])
+    module.exit_json(changed=changed, ready_at=ready_at, servers=report(before, after))
 
 
 if __name__ == "__main__":
