@@ -121,3 +121,22 @@ def test_without_a_monitoring_host_the_other_tiers_deploy_and_it_says_so(tmp_pat
     assert run.returncode == 0, run.stdout[-3000:]
     assert "monitoring was skipped" in run.stdout
     assert "stack-mon1" not in recap(run.stdout)
+
+
+def test_a_rollout_of_a_version_never_built_says_what_to_run():
+    run = run_playbook("rolling_update.yml", "-e", "app_version=never-built")
+    assert run.returncode != 0
+    said = " ".join(run.stdout.split())  # the YAML callback folds long messages
+    assert "No image sprintpoints:never-built on the control node" in said
+    assert "make image APP_VERSION=never-built" in said
+    assert "Unknown error" not in said
+    assert all(c["changed"] == 0 for c in recap(run.stdout).values())
+
+
+def test_a_restore_of_an_unknown_database_names_the_databases():
+    run = run_playbook("restore.yml", "-e", "database=nosuch")
+    assert run.returncode != 0
+    said = " ".join(run.stdout.split())
+    assert "'nosuch' is not a database of this inventory" in said
+    assert "one of sp_web, sp_registry, sp_redeem" in said
+    assert "is undefined" not in said
