@@ -80,7 +80,9 @@ bench-rollout: venv ## Benchmark on the lab: one rollout of a new image under lo
 	$(BIN)/python scripts/bench-rollout.py $(BENCH_ARGS)
 
 exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
-	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE) -e cmd='$(CMD)'
+	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE)
+# CMD reaches the playbook through the environment, unexpanded: quotes and $ pass through intact.
+exec: export SPRINTPOINTS_EXEC_CMD = $(value CMD)
 
 backup: venv ## pg_dump every database now
 	$(PLAYBOOK) playbooks/backup.yml

@@ -4,9 +4,11 @@ no change, and bad inventories fail in the first seconds, naming what is wrong."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import yaml
-from conftest import INVENTORY, PROJECT, recap, run_playbook
+from conftest import EPHEMERAL, INVENTORY, PROJECT, recap, run_playbook
 
 
 def test_check_mode_on_the_converged_stack_reports_no_change():
@@ -140,3 +142,24 @@ def test_a_restore_of_an_unknown_database_names_the_databases():
     assert "'nosuch' is not a database of this inventory" in said
     assert "one of sp_web, sp_registry, sp_redeem" in said
     assert "is undefined" not in said
+
+
+def test_make_exec_passes_quotes_and_dollars_through_intact():
+    command = "python3 -c 'import sys; print(sys.argv[1:])' \"a b\" '$HOME' \"$(id)\""
+    run = subprocess.run(
+        ["make", "--no-print-directory", "exec", f"INVENTORY={INVENTORY}"]
+        + ["HOST=stack-app1", "SERVICE=web", f"CMD={command}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "SPRINTPOINTS_SECRETS_DIR": str(EPHEMERAL / "secrets"),
+        },
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    said = " ".join(run.stdout.split())
+    assert "['a b', '$HOME', '$(id)']" in said.replace("''", "'"), run.stdout[-2000:]
