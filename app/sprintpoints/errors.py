@@ -37,9 +37,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# Seconds a client should wait before retrying a 503 (the database or a service is away): the
+# same figure HAProxy's own 503 gives (haproxy_error_retry_after).
+RETRY_AFTER_S = 5
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
     response = jsonify(error={"code": code, "message": message})
     response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response

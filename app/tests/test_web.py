@@ -171,8 +171,10 @@ def test_refund_is_idempotent(web_client, api):
     assert_error(missing, 404, "debit_not_found")
 
 
-def test_readyz_is_503_when_the_database_is_down(make_app):
+def test_a_database_outage_is_a_json_503_with_retry_after_and_healthz_stays_up(make_app):
     client = make_app("web", DB_PORT="1").test_client()
     assert client.get("/healthz").status_code == 200
     assert_error(client.get("/readyz"), 503, "not_ready")
-    assert_error(client.get("/api/v1/balances/someone"), 503, "db_unavailable")
+    down = client.get("/api/v1/balances/someone")
+    assert_error(down, 503, "db_unavailable")
+    assert down.headers["Retry-After"] == "5"  # every 503 says when to come back

@@ -2,7 +2,7 @@
 """Test backend for the haproxy molecule scenario.
 
 Answers every request with JSON naming the service and server instance that answered, the path, and the
-request id and X-Forwarded-For it received. GET /readyz answers 200 unless /run/echo-backend/<instance>.down
+request id and X-Forwarded-For it received. GET /readyz and /healthz answer 503 while /run/echo-backend/<instance>.down
 exists (so a test can make one instance fail its health check).
 Usage: echo_backend.py SERVICE-SERVER-PORT (the systemd instance name)
 """
@@ -25,7 +25,7 @@ class Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         status = 200
-        if self.path.startswith("/readyz") and os.path.exists(DOWN_FLAG):
+        if self.path.startswith(("/readyz", "/healthz")) and os.path.exists(DOWN_FLAG):
             status = 503
         body = json.dumps(
             {

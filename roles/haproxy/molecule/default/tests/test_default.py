@@ -258,6 +258,27 @@ def test_failing_health_check_takes_server_out(host, backend, lb_ip):
     assert servers_hit(lb_ip, "/api/v1/beta") == ["app1", "app2"]
 
 
+def test_no_server_up_is_a_json_503_with_retry_after(backend, lb_ip):
+    flags = ["/run/echo-backend/beta-app1.down", "/run/echo-backend/beta-app2.down"]
+    try:
+        backend.run("touch %s %s", *flags)
+        time.sleep(3)  # inter 1s, then fastinter x fall 2, plus margin
+        response = requests.get(f"http://{lb_ip}/api/v1/beta/anything", timeout=5)
+        assert response.status_code == 503
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Retry-After"] == "5"
+        assert response.headers["X-Request-ID"]
+        assert response.json()["error"]["code"] == "service_unavailable"
+        # the other backend is untouched
+        assert (
+            requests.get(f"http://{lb_ip}/api/v1/alpha", timeout=5).status_code == 200
+        )
+    finally:
+        backend.run("rm -f %s %s", *flags)
+    time.sleep(3)
+    assert servers_hit(lb_ip, "/api/v1/beta") == ["app1", "app2"]
+
+
 REQUESTS_PER_THREAD, THREADS, RELOAD_AFTER = 100, 4, 120
 
 
