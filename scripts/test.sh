@@ -102,6 +102,12 @@ case $ONLY in
     setup base-images scripts/base-images.sh
     ;;
 esac
+# PostgreSQL, Chromium and HAProxy on this machine: the app tests and the roles' unit tests (the
+# rollout's HAProxy module) run against them.
+case $ONLY in
+  lint | ruff | ruff-format | yamllint | ansible-lint) ;;
+  *) setup test-machine app/scripts/test-setup.sh ;;
+esac
 
 # --- lint ---------------------------------------------------------------------------
 step lint ruff ruff check app scripts molecule roles

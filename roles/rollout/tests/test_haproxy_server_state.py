@@ -1,15 +1,15 @@
-"""The haproxy_server_state module against a real HAProxy (Debian's, unpacked into a cache, run
-in the foreground) whose servers are real HTTP servers of this process.
+"""The haproxy_server_state module against a real HAProxy (Debian's, run in the foreground) whose
+servers are real HTTP servers of this process.
 
-Run from the repository: `.venv/bin/pytest roles/rollout/tests` (needs `apt-get download`, which
-`make test` has: the control node is Debian).
+Run from the repository: `.venv/bin/pytest roles/rollout/tests` (needs Debian's haproxy, which
+app/scripts/test-setup.sh installs and `make test` runs first).
 """
 
 import http.server
 import importlib.util
 import json
-import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,24 +23,7 @@ SPEC = importlib.util.spec_from_file_location("haproxy_server_state", SOURCE)
 state = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(state)
 
-CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-HAPROXY_DIR = CACHE / "sprintpoints" / "haproxy"
-
-
-def haproxy_binary() -> pathlib.Path:
-    """Debian's haproxy, unpacked once (installing it would start a daemon on port 80)."""
-    binary = HAPROXY_DIR / "root" / "usr" / "sbin" / "haproxy"
-    if binary.exists():
-        return binary
-    HAPROXY_DIR.mkdir(parents=True, exist_ok=True)
-    download = ["apt-get", "download", "haproxy"]
-    got = subprocess.run(download, check=False, cwd=HAPROXY_DIR, capture_output=True)
-    if got.returncode != 0:  # a machine whose package lists were never downloaded
-        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-        subprocess.run(download, cwd=HAPROXY_DIR, check=True, capture_output=True)
-    deb = next(HAPROXY_DIR.glob("haproxy_*.deb"))
-    subprocess.run(["dpkg", "-x", str(deb), str(HAPROXY_DIR / "root")], check=True)
-    return binary
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def free_port() -> int:
@@ -93,7 +76,7 @@ backend web
 """
     )
     process = subprocess.Popen(
-        [str(haproxy_binary()), "-f", str(config), "-db"],
+        [HAPROXY, "-f", str(config), "-db"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
