@@ -49,6 +49,10 @@ class Settings:
     web_url: str = ""
     vendor_url: str = ""
     vendor_api_key: str = ""
+    # the reconciler settles a redemption still pending this long after it began (longer than
+    # any request can run), on a pass every reconcile_interval_s in each worker (0 = no passes)
+    reconcile_after_s: float = 60.0
+    reconcile_interval_s: float = 10.0
     # vendor-stub
     vendor_failure_rate: float = 0.0
     vendor_latency_ms: int = 0
@@ -175,6 +179,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
             web_url=env.url("WEB_URL", required=True),
             vendor_url=env.url("VENDOR_URL", required=True),
             vendor_api_key=env.str("VENDOR_API_KEY"),
+            reconcile_after_s=env.float("RECONCILE_AFTER_S", 60.0, lo=0.0, hi=86400),
+            reconcile_interval_s=env.float("RECONCILE_INTERVAL_S", 10.0, lo=0.0, hi=3600),
         )
     elif service == "vendor-stub":
         values.update(

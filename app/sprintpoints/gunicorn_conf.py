@@ -57,6 +57,13 @@ def when_ready(_server) -> None:
         metrics.serve(_settings, _host)
 
 
+def post_worker_init(worker) -> None:
+    if _settings.service == "redeem" and _settings.reconcile_interval_s:
+        from sprintpoints.services import reconcile
+
+        reconcile.start(worker.wsgi)
+
+
 def child_exit(_server, worker) -> None:
     if _settings.metrics_port:
         from sprintpoints import metrics

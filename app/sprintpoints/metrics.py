@@ -90,6 +90,12 @@ REDEMPTIONS = Counter(
     "Redemptions settled, by outcome (fulfilled, rejected, failed, refund_pending).",
     ["outcome"],
 )
+RECONCILED = Counter(
+    "sprintpoints_redemptions_reconciled_total",
+    "Interrupted redemptions the reconciler settled, by outcome "
+    "(fulfilled, voided, refunded; retry when it must try again).",
+    ["outcome"],
+)
 
 
 def outcome_of(status: int | None) -> str:

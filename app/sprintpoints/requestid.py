@@ -6,6 +6,7 @@ The one access line per request is gunicorn's access log (see gunicorn_conf), wh
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -16,10 +17,23 @@ from flask import Flask, g, has_request_context, request
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# The id of work done outside a request (the reconciler), for its log lines and outbound calls.
+_background_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
 def current_request_id() -> str:
     if has_request_context():
         return getattr(g, "request_id", "-")
-    return "-"
+    return _background_id.get()
+
+
+def background_id(request_id: str) -> contextvars.Token:
+    """Name the work this thread does outside a request; undo with ``reset_background_id``."""
+    return _background_id.set(request_id)
+
+
+def reset_background_id(token: contextvars.Token) -> None:
+    _background_id.reset(token)
 
 
 class _RequestIdFilter(logging.Filter):

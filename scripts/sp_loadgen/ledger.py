@@ -11,22 +11,36 @@ from collections import Counter
 from .common import SKU, Answer, Api, describe, load_state, new_rid, read_jsonl
 
 
-def replay(api: Api, path: str, body: dict, headers: dict, attempts: int = 3) -> Answer:
+def replay(
+    api: Api, path: str, body: dict, headers: dict, attempts: int = 3, settle_s: float = 90.0
+) -> Answer:
     """POST again a request that is idempotent by construction (same ref or same key).
 
     Retried on no answer and on 5xx other than a redemption's definite 502
     vendor_unavailable, so that a hiccup during the check does not read as a lost write.
+    A key still in progress (409) belongs to a redemption whose request died: redeem's
+    reconciler settles it within about 70 s, so that is waited for, up to ``settle_s``.
     """
     answer = Answer(status=None)
-    for attempt in range(attempts):
+    attempt = 0
+    settle_until = time.monotonic() + settle_s
+    while True:
         answer = api.call(
             "POST", path, body, {**headers, "X-Request-ID": new_rid("replay")}
         )
+        if answer.status == 409 and answer.code == "request_in_progress":
+            if time.monotonic() > settle_until:
+                break
+            time.sleep(2.0)
+            continue
         if answer.status is not None and (
             answer.status < 500 or answer.code == "vendor_unavailable"
         ):
             break
-        time.sleep(0.5 * (attempt + 1))
+        attempt += 1
+        if attempt >= attempts:
+            break
+        time.sleep(0.5 * attempt)
     return answer
 
 
@@ -56,19 +70,29 @@ def resolve_contribution(api: Api, project: str, rec: dict) -> Answer:
     return replay(api, "/api/v1/contributions", body, {})
 
 
-def resolve_redemption(api: Api, rec: dict) -> tuple[bool, int]:
-    """Replay a redemption with its Idempotency-Key: (resolved, points spent)."""
-    answer = replay(
-        api,
-        "/api/v1/redemptions",
-        {"handle": rec["handle"], "sku": SKU},
-        {"Idempotency-Key": rec["idem_key"]},
-    )
+def resolve_redemption(api: Api, rec: dict, settle_s: float = 90.0) -> tuple[bool, int]:
+    """Replay a redemption with its Idempotency-Key: (resolved, points spent).
+
+    A stored "refund pending" answer changes to "points refunded" once redeem's reconciler
+    has settled the refund: that is waited for, up to ``settle_s``.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        answer = replay(
+            api,
+            "/api/v1/redemptions",
+            {"handle": rec["handle"], "sku": SKU},
+            {"Idempotency-Key": rec["idem_key"]},
+        )
+        pending = answer.code == "vendor_unavailable" and "refund pending" in answer.message
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
     if answer.status == 201 and isinstance(answer.body, dict):
         return True, int(answer.body["points_spent"])
     if answer.status == 409 and answer.code == "insufficient_points":
         return True, 0
-    if answer.code == "vendor_unavailable" and "refund pending" not in answer.message:
+    if answer.code == "vendor_unavailable" and not pending:
         return True, 0  # the vendor failed and the points were refunded
     return False, 0
 
@@ -126,11 +150,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             counts["redemptions"] += 1
             if status == 201:
                 spent[handle] += int(rec["points_spent"])
-            elif rec.get("code") == "vendor_unavailable" and "refund pending" in str(
+            elif redemption_outcome_unknown(rec) or "refund pending" in str(
                 rec.get("message")
             ):
-                problems.append(f"redemption {rec['idem_key']}: refund pending")
-            elif redemption_outcome_unknown(rec):
                 resolved, points = resolve_redemption(api, rec)
                 counts["redemptions_replayed"] += 1
                 if resolved:

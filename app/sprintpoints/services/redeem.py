@@ -34,7 +34,7 @@ _COLS = (
 )
 
 
-def _web() -> ServiceClient:
+def web() -> ServiceClient:
     return current_app.extensions["sprintpoints_web"]
 
 
@@ -125,7 +125,7 @@ def _release_key(key: str | None) -> None:
         cur.execute("DELETE FROM idempotency_keys WHERE key = %s AND status_code IS NULL", (key,))
 
 
-def _finish(rid: str, status: str, *, balance=None, order_id=None, error_code=None) -> None:
+def finish(rid: str, status: str, *, balance=None, order_id=None, error_code=None) -> None:
     with single() as cur:
         cur.execute(
             "UPDATE redemptions SET status = %s, balance_after = COALESCE(%s, balance_after), "
@@ -135,19 +135,23 @@ def _finish(rid: str, status: str, *, balance=None, order_id=None, error_code=No
     metrics.REDEMPTIONS.labels(status).inc()
 
 
-def _refund(rid: str) -> int | None:
-    """Give the points back; returns the balance, or None when web could not be reached."""
+def refund(rid: str, handle: str, amount: int) -> tuple[bool, int | None]:
+    """Give the points of ``rid`` back, or void its debit if it never happened (a late debit
+    then takes nothing): ``(True, balance)`` once settled, ``(False, None)`` when web did not
+    settle it (the caller records ``refund_pending``; the reconciler retries)."""
     try:
-        reply = _web().post("/internal/v1/refunds", {"ref": rid}, retries=2)
+        reply = web().post(
+            "/internal/v1/refunds", {"ref": rid, "handle": handle, "amount": amount}, retries=2
+        )
     except UpstreamError:
         log.exception("refund of redemption %s failed", rid)
-        return None
+        return False, None
     if reply.status == 200:
-        return reply.body.get("balance")
-    if reply.status == 404:  # the debit never happened: nothing to give back
-        return None
+        return True, reply.body.get("balance")
+    if reply.status == 404:  # a web of the version before voids: the debit never happened
+        return True, None
     log.error("refund of redemption %s answered %s", rid, reply.status)
-    return None
+    return False, None
 
 
 @bp.post("/api/v1/redemptions")
@@ -173,7 +177,7 @@ def create_redemption():
         if stored is not None:
             return stored
     try:
-        body, status = _redeem(handle, sku, quantity, cost)
+        body, status = _redeem(handle, sku, quantity, cost, key)
     except BaseException:
         _release_key(key)
         raise
@@ -184,50 +188,60 @@ def create_redemption():
     return body, status
 
 
-def _redeem(handle: str, sku: str, quantity: int, cost: int) -> tuple[dict, int]:
+def _redeem(handle: str, sku: str, quantity: int, cost: int, key: str | None):
     rid = uuid.uuid4().hex
-    with single() as cur:
+    with transaction() as cur:
         cur.execute(
             "INSERT INTO redemptions (id, handle, sku, quantity, points_spent, status) "
             "VALUES (%s, %s, %s, %s, %s, 'pending')",
             (rid, handle, sku, quantity, cost),
         )
+        if key is not None:
+            cur.execute("UPDATE idempotency_keys SET redemption_id = %s WHERE key = %s", (rid, key))
 
     try:
-        debit = _web().post(
+        debit = web().post(
             "/internal/v1/debits", {"handle": handle, "amount": cost, "ref": rid}, retries=1
         )
     except UpstreamError:
         log.exception("debit for redemption %s failed", rid)
         debit = None
     if debit is not None and debit.status == 409 and debit.error_code == "insufficient_points":
-        _finish(rid, "rejected", error_code="insufficient_points")
+        finish(rid, "rejected", error_code="insufficient_points")
         return _error(409, "insufficient_points", f"{handle!r} has too few points for {sku}")
-    if debit is None or debit.status not in (200, 201):
-        _refund(rid)  # in case the debit went through but the answer was lost
-        _finish(rid, "failed", error_code="web_unavailable")
+    if debit is None or debit.status not in (200, 201) or debit.body.get("refunded"):
+        # The debit may have gone through with its answer lost: refund (or void) it.
+        settled, balance = refund(rid, handle, cost)
+        finish(
+            rid,
+            "failed" if settled else "refund_pending",
+            balance=balance,
+            error_code="web_unavailable",
+        )
         return _error(503, "web_unavailable", "the points ledger is not reachable; nothing spent")
-    balance = debit.body.get("balance")
+    return order(rid, handle, sku, quantity, cost, debit.body.get("balance"))
 
+
+def order(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) -> tuple[dict, int]:
+    """Order a debited redemption from the vendor (idempotent by ``rid``) and settle it."""
     try:
-        order = _vendor().post(
+        placed = _vendor().post(
             "/v1/orders", {"sku": sku, "quantity": quantity, "reference": rid}, retries=1
         )
     except UpstreamError:
         log.warning("vendor order for redemption %s failed: unreachable", rid)
-        order = None
-    if order is None or order.status not in (200, 201):
-        refunded = _refund(rid)
-        status = "failed" if refunded is not None else "refund_pending"
-        _finish(rid, status, balance=refunded, error_code="vendor_unavailable")
-        return _error(
-            502,
-            "vendor_unavailable",
-            "the vendor could not take the order; "
-            + ("points refunded" if refunded is not None else "refund pending"),
+        placed = None
+    if placed is None or placed.status not in (200, 201):
+        settled, refunded = refund(rid, handle, cost)
+        finish(
+            rid,
+            "failed" if settled else "refund_pending",
+            balance=refunded,
+            error_code="vendor_unavailable",
         )
+        return vendor_unavailable(settled)
 
-    _finish(rid, "fulfilled", balance=balance, order_id=order.body.get("order_id"))
+    finish(rid, "fulfilled", balance=balance, order_id=placed.body.get("order_id"))
     return {
         "id": rid,
         "status": "fulfilled",
@@ -237,6 +251,15 @@ def _redeem(handle: str, sku: str, quantity: int, cost: int) -> tuple[dict, int]
         "sku": sku,
         "quantity": quantity,
     }, 201
+
+
+def vendor_unavailable(refunded: bool) -> tuple[dict, int]:
+    return _error(
+        502,
+        "vendor_unavailable",
+        "the vendor could not take the order; "
+        + ("points refunded" if refunded else "refund pending"),
+    )
 
 
 def _error(status: int, code: str, message: str) -> tuple[dict, int]:

@@ -47,5 +47,15 @@ def place_order():
     return order, 201
 
 
+@bp.get("/v1/orders/<reference>")
+def get_order(reference: str):
+    """The order placed under a caller's reference (tests ask whether it exists, and once)."""
+    with _lock:
+        known = _orders.get(reference)
+    if known is None:
+        raise ApiError(404, "order_not_found", "no order with this reference")
+    return known
+
+
 def init_app(app: Flask) -> None:
     """The stub keeps its orders in memory; nothing to set up."""

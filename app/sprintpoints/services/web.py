@@ -246,10 +246,53 @@ def debit():
     return _debit_body(existing), 200
 
 
+def _void(cur, ref: str, handle: str, amount: int) -> bool:
+    """Record the debit ``ref`` as never taken (refunded from the start), unless it exists: a late
+    debit with this ref then takes nothing. True when the void was recorded."""
+    cur.execute(
+        "INSERT INTO debits (ref, handle, amount, refunded, refunded_at) "
+        "VALUES (%s, %s, %s, true, now()) ON CONFLICT (ref) DO NOTHING RETURNING ref",
+        (ref, handle, amount),
+    )
+    return cur.fetchone() is not None
+
+
+def _balance_of(cur, handle: str) -> int:
+    cur.execute("SELECT balance FROM accounts WHERE handle = %s", (handle,))
+    row = cur.fetchone()
+    return row[0] if row else 0
+
+
+@bp.post("/internal/v1/voids")
+def void():
+    """Settle a debit that may or may not have happened: 201 when it had not (now it never
+    will), 200 with the debit when it had. Used by redeem's reconciler."""
+    data = v.json_body()
+    handle = v.handle(data)
+    amount = v.integer(data, "amount", lo=1, hi=10_000_000)
+    ref = v.text(data, "ref", max_len=100)
+    with transaction() as cur:
+        if _void(cur, ref, handle, amount):
+            body = _debit_body((ref, handle, amount, _balance_of(cur, handle), True))
+            return {**body, "voided": True}, 201
+        cur.execute(
+            "SELECT ref, handle, amount, balance_after, refunded FROM debits WHERE ref = %s", (ref,)
+        )
+        existing = cur.fetchone()
+    if existing[1] != handle or existing[2] != amount:
+        raise ApiError(409, "debit_conflict", f"debit {ref!r} exists with other values")
+    return _debit_body(existing), 200
+
+
 @bp.post("/internal/v1/refunds")
 def refund():
+    """Give a debit's points back, once. With ``handle`` and ``amount``, a debit that never
+    happened is voided (a late debit with this ref takes nothing) instead of a 404."""
     data = v.json_body()
     ref = v.text(data, "ref", max_len=100)
+    voidable = data.get("handle") is not None
+    handle = v.handle(data) if voidable else None
+    amount = v.integer(data, "amount", lo=1, hi=10_000_000) if voidable else None
     with transaction() as cur:
         cur.execute(
             "UPDATE debits SET refunded = true, refunded_at = now() "
@@ -271,9 +314,18 @@ def refund():
                 "refunded": True,
                 "balance": balance,
             }
+        if voidable and _void(cur, ref, handle, amount):
+            return {
+                "ref": ref,
+                "handle": handle,
+                "amount": amount,
+                "refunded": True,
+                "voided": True,
+                "balance": _balance_of(cur, handle),
+            }
         cur.execute(
             "SELECT d.handle, d.amount, a.balance FROM debits d "
-            "JOIN accounts a ON a.handle = d.handle WHERE d.ref = %s",
+            "LEFT JOIN accounts a ON a.handle = d.handle WHERE d.ref = %s",
             (ref,),
         )
         existing = cur.fetchone()
@@ -284,7 +336,7 @@ def refund():
         "handle": existing[0],
         "amount": existing[1],
         "refunded": True,
-        "balance": existing[2],
+        "balance": existing[2] or 0,
     }
 
 
