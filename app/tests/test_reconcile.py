@@ -3,6 +3,7 @@ and one test that kills a real redeem process between the debit and the vendor's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,14 +25,13 @@ def redeem_app(make_app):
 
 
 def _sql(database, statement: str, args=()):
+    env = database.env("redeem")
     conn = psycopg2.connect(
-        **{
-            "host": database.env("x")["DB_HOST"],
-            "port": database.env("x")["DB_PORT"],
-            "dbname": database.name,
-            "user": database.user,
-            "password": database.password,
-        }
+        host=env["DB_HOST"],
+        port=env["DB_PORT"],
+        dbname=database.name,
+        user=database.user,
+        password=database.password,
     )
     conn.autocommit = True
     try:
@@ -65,7 +65,7 @@ def _row(databases, rid: str) -> dict:
     cols = ("status", "balance_after", "vendor_order_id", "error_code")
     rows = _sql(
         databases["redeem"], f"SELECT {', '.join(cols)} FROM redemptions WHERE id = %s", (rid,)
-    )  # noqa: S608
+    )
     return dict(zip(cols, rows[0], strict=True))
 
 
@@ -102,7 +102,7 @@ def test_debited_but_never_ordered_is_ordered_once_and_fulfilled(redeem_app, dat
     assert api.balance(handle) == 30
     status, body = _key(databases, key)
     assert status == 201
-    assert body["id"] == rid and body["status"] == "fulfilled" and body["balance"] == 30
+    assert (body["id"], body["status"], body["balance"]) == (rid, "fulfilled", 30)
     # A second pass finds nothing of this redemption to do, and debits nothing again.
     reconcile.run_once(redeem_app)
     assert _row(databases, rid)["status"] == "fulfilled"
@@ -128,7 +128,8 @@ def test_never_debited_is_voided_and_a_late_debit_takes_nothing(redeem_app, data
         {"handle": handle, "amount": 40, "ref": rid},
         headers={"X-Internal-Token": TOKEN},
     )
-    assert late.status_code == 200 and late.json()["refunded"] is True
+    assert late.status_code == 200
+    assert late.json()["refunded"] is True
     assert api.balance(handle) == 50
 
 
@@ -225,15 +226,14 @@ def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(
         body = {"handle": handle, "sku": "coffee"}
 
         def redeem_and_lose_the_answer():
-            try:
+            # The process dies under the request: the client never hears back.
+            with contextlib.suppress(requests.ConnectionError):
                 requests.post(
                     doomed.url + "/api/v1/redemptions",
                     json=body,
                     headers={"Idempotency-Key": key},
                     timeout=15,
                 )
-            except requests.ConnectionError:
-                pass  # the process died under the request: the client never hears back
 
         client = threading.Thread(target=redeem_and_lose_the_answer)
         client.start()
@@ -262,7 +262,8 @@ def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(
             headers={"Idempotency-Key": key},
             timeout=10,
         )
-        assert replay.status_code == 201 and replay.json()["id"] == rid
+        assert replay.status_code == 201
+        assert replay.json()["id"] == rid
         assert api.balance(handle) == 30
         assert f"request_id=reconcile-{rid[:12]}" in revived.log()
     finally:
