@@ -12,7 +12,12 @@ from .common import SKU, Answer, Api, describe, load_state, new_rid, read_jsonl
 
 
 def replay(
-    api: Api, path: str, body: dict, headers: dict, attempts: int = 3, settle_s: float = 90.0
+    api: Api,
+    path: str,
+    body: dict,
+    headers: dict,
+    attempts: int = 3,
+    settle_s: float = 90.0,
 ) -> Answer:
     """POST again a request that is idempotent by construction (same ref or same key).
 
@@ -84,7 +89,9 @@ def resolve_redemption(api: Api, rec: dict, settle_s: float = 90.0) -> tuple[boo
             {"handle": rec["handle"], "sku": SKU},
             {"Idempotency-Key": rec["idem_key"]},
         )
-        pending = answer.code == "vendor_unavailable" and "refund pending" in answer.message
+        pending = (
+            answer.code == "vendor_unavailable" and "refund pending" in answer.message
+        )
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(2.0)
