@@ -87,8 +87,8 @@ exec: export SPRINTPOINTS_EXEC_CMD = $(value CMD)
 backup: venv ## pg_dump every database now
 	$(PLAYBOOK) playbooks/backup.yml
 
-restore: venv ## Restore DATABASE from its newest dump (or DUMP=) into TARGET (default <db>_restored)
-	$(PLAYBOOK) playbooks/restore.yml -e database=$(DATABASE) $(if $(DUMP),-e dump=$(DUMP)) $(if $(TARGET),-e target=$(TARGET))
+restore: venv ## Restore DATABASE from its newest dump (or DUMP=) into TARGET (default <db>_restored; a live one needs FORCE=yes)
+	$(PLAYBOOK) playbooks/restore.yml -e database=$(DATABASE) $(if $(DUMP),-e dump=$(DUMP)) $(if $(TARGET),-e target=$(TARGET)) $(if $(FORCE),-e force=$(FORCE))
 
 drain: venv ## Drain HOST on every load balancer, for maintenance
 	$(PLAYBOOK) playbooks/drain.yml -e host=$(HOST)

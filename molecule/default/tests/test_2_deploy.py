@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import yaml
-from conftest import EPHEMERAL, INVENTORY, PROJECT, recap, run_playbook
+from conftest import EPHEMERAL, INVENTORY, PROJECT, host, recap, run_playbook
 
 
 def test_check_mode_on_the_converged_stack_reports_no_change():
@@ -142,6 +142,46 @@ def test_a_restore_of_an_unknown_database_names_the_databases():
     assert "'nosuch' is not a database of this inventory" in said
     assert "one of sp_web, sp_registry, sp_redeem" in said
     assert "is undefined" not in said
+
+
+def test_a_restore_over_a_live_database_needs_force_and_takes_the_lock(
+    base_url, http, unique
+):
+    refused = run_playbook(
+        "restore.yml", "-e", "database=sp_registry", "-e", "target=sp_registry"
+    )
+    assert refused.returncode != 0
+    said = " ".join(refused.stdout.split())
+    assert "Refused: sp_registry is a live database of this inventory" in said
+    assert "make restore DATABASE=sp_registry TARGET=sp_registry FORCE=yes" in said
+    assert all(c["changed"] == 0 for c in recap(refused.stdout).values())
+
+    db = host("stack-db1")
+    before, after = f"restore-kept-{unique}", f"restore-gone-{unique}"
+    projects = f"{base_url}/api/v1/projects"
+    assert http.post(projects, json={"name": before}, timeout=10).status_code == 201
+    assert run_playbook("backup.yml").returncode == 0
+    assert http.post(projects, json={"name": after}, timeout=10).status_code == 201
+    forced = run_playbook(
+        "restore.yml",
+        "-e",
+        "database=sp_registry",
+        "-e",
+        "target=sp_registry",
+        "-e",
+        "force=yes",
+    )
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    said = " ".join(forced.stdout.split())
+    assert "into sp_registry" in said
+    assert "Take the deploy lock" in said
+    assert not db.file("/var/lib/sprintpoints-deploy/lock").exists  # released
+    pre = db.run("ls /var/backups/postgresql/sp_registry/")
+    assert "-pre-restore.dump" in pre.stdout  # the live database was saved first
+    assert http.get(f"{projects}/{before}", timeout=10).status_code == 200
+    assert (
+        http.get(f"{projects}/{after}", timeout=10).status_code == 404
+    )  # the dump's state
 
 
 def test_make_exec_passes_quotes_and_dollars_through_intact():

@@ -263,6 +263,12 @@ def test_a_second_rollout_is_refused_while_the_lock_is_held():
     assert db.file(
         "/var/lib/sprintpoints-deploy/lock"
     ).exists  # never broken by accident
+    restore = run_playbook(
+        "restore.yml", "-e", "database=sp_web", "-e", "target=sp_web", "-e", "force=yes"
+    )
+    assert restore.returncode != 0
+    assert "held by someone@elsewhere" in " ".join(restore.stdout.split())
+    assert "restored" not in restore.stdout
 
     wrong = run_playbook("unlock.yml", "-e", "lock_id=guess")
     assert wrong.returncode != 0 and db.file("/var/lib/sprintpoints-deploy/lock").exists
