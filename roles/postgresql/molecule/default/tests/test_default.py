@@ -328,10 +328,20 @@ def test_backup_service_dumps_and_restore_gives_the_same_rows(host, databases):
     host.run(f"rm -rf {BACKUP_DIR}/{scratch}")
 
 
+def _stale_dumps(host, name: str, days: list[int]) -> list[str]:
+    """Replace the database's dumps with stale ones, ``days`` old each."""
+    host.run(f"rm -f {BACKUP_DIR}/{name}/{name}-*.dump")
+    paths = []
+    for age in days:
+        path = f"{BACKUP_DIR}/{name}/{name}-2000010{age % 10}T0000{age:02d}Z.dump"
+        host.run_expect([0], f"runuser -u postgres -- touch -d '{age} days ago' {path}")
+        paths.append(path)
+    return paths
+
+
 def test_backup_script_prints_dump_paths_and_applies_retention(host, databases):
     name = databases[0]["name"]
-    stale = f"{BACKUP_DIR}/{name}/{name}-20000101T000000Z.dump"
-    host.run(f"runuser -u postgres -- touch -d '10 days ago' {stale}")
+    d10, d11, d12, d13 = _stale_dumps(host, name, [10, 11, 12, 13])
     cmd = host.run("/usr/local/sbin/sprintpoints-pg-backup")
     assert cmd.rc == 0, cmd.stderr
     paths = cmd.stdout.split()
@@ -339,7 +349,27 @@ def test_backup_script_prints_dump_paths_and_applies_retention(host, databases):
     for database, path in zip(databases, paths, strict=True):
         assert path.startswith(f"{BACKUP_DIR}/{database['name']}/{database['name']}-")
         assert host.file(path).exists
-    assert not host.file(stale).exists
+    # Older than 7 days, but the newest three are kept whatever their age: the new dump, d10, d11.
+    assert host.file(d10).exists
+    assert host.file(d11).exists
+    assert not host.file(d12).exists
+    assert not host.file(d13).exists
+
+
+def test_a_dump_that_would_fill_the_disk_is_refused_before_it_starts(host, databases):
+    name = databases[0]["name"]
+    stale = _stale_dumps(host, name, [30, 31, 32, 33])
+    cmd = host.run(
+        f"SPRINTPOINTS_BACKUP_RESERVE_MB=999999999 /usr/local/sbin/sprintpoints-pg-backup {name}"
+    )
+    assert cmd.rc != 0
+    assert f"REFUSED to dump {name}" in cmd.stderr
+    assert "999999999 MB must stay free" in cmd.stderr
+    assert cmd.stdout == ""
+    listing = host.run(f"ls {BACKUP_DIR}/{name}").stdout.split()
+    assert sorted(f"{BACKUP_DIR}/{name}/{f}" for f in listing) == sorted(
+        stale
+    )  # nothing new, nothing lost
 
 
 def test_backup_script_fails_on_a_failed_dump(host):
