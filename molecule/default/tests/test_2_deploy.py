@@ -174,6 +174,7 @@ def test_a_restore_over_a_live_database_needs_force_and_takes_the_lock(
     assert forced.returncode == 0, forced.stdout[-3000:]
     said = " ".join(forced.stdout.split())
     assert "into sp_registry" in said
+    assert "pre-restore.dump into" not in said  # the backup, not an earlier safety copy
     assert "Take the deploy lock" in said
     assert not db.file("/var/lib/sprintpoints-deploy/lock").exists  # released
     pre = db.run("ls /var/backups/postgresql/sp_registry/")
