@@ -4,6 +4,8 @@ and one test that kills a real redeem process between the debit and the vendor's
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import threading
@@ -52,11 +54,14 @@ def _interrupted(databases, handle: str, cost: int, *, key: str | None = None, a
         (rid, handle, cost // 20, cost, age_s),
     )
     if key is not None:
+        canonical = json.dumps(
+            {"handle": handle, "sku": "coffee", "quantity": cost // 20}, sort_keys=True
+        )
         _sql(
             databases["redeem"],
             "INSERT INTO idempotency_keys (key, request_hash, redemption_id, created_at) "
-            "VALUES (%s, 'h', %s, now() - make_interval(secs => %s))",
-            (key, rid, age_s),
+            "VALUES (%s, %s, %s, now() - make_interval(secs => %s))",
+            (key, hashlib.sha256(canonical.encode()).hexdigest(), rid, age_s),
         )
     return rid
 
@@ -199,6 +204,32 @@ def test_a_key_claimed_by_a_request_that_died_first_is_released(redeem_app, data
     )
     reconcile.run_once(redeem_app)
     assert _key(databases, key) is None
+
+
+def test_a_key_whose_request_died_after_settling_replays_the_settlement(
+    redeem_app, redeem_client, databases, api
+):
+    handle, project = api.member()
+    api.earn(handle, project, 50)
+    key = unique("key")
+    rid = _interrupted(databases, handle, 20, key=key)
+    _sql(
+        databases["redeem"],
+        "UPDATE redemptions SET status = 'fulfilled', balance_after = 30, vendor_order_id = 'o1' "
+        "WHERE id = %s",
+        (rid,),
+    )
+
+    counts = reconcile.run_once(redeem_app)
+
+    assert counts["keys_answered"] >= 1, counts
+    replay = redeem_client.post(
+        "/api/v1/redemptions",
+        json={"handle": handle, "sku": "coffee"},
+        headers={"Idempotency-Key": key},
+    )
+    assert replay.status_code == 201, replay.json
+    assert (replay.json["id"], replay.json["balance"]) == (rid, 30)
 
 
 def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(

@@ -70,7 +70,7 @@ def run_once(app: Flask) -> Counter:
                     outcome = _settle(row)
                     counts[outcome] += 1
                     metrics.RECONCILED.labels(outcome).inc()
-                counts["keys_released"] = _release_abandoned_keys(settings.reconcile_after_s)
+                counts.update(_settle_keys(settings.reconcile_after_s))
         finally:
             try:
                 with lock_conn.cursor() as cur:
@@ -158,15 +158,29 @@ def _answer_of(row) -> tuple[dict, int] | None:
     return None  # voided or the ledger was away: nothing spent, the key may be used again
 
 
-def _release_abandoned_keys(older_than_s: float) -> int:
-    """Keys claimed by a request that died before it recorded its redemption."""
+def _settle_keys(older_than_s: float) -> Counter:
+    """Keys whose request died before it stored the answer: answered from their settled
+    redemption, or released when the request died before it recorded one."""
+    counts: Counter = Counter()
     with db.single() as cur:
+        cur.execute(
+            "SELECT k.redemption_id FROM idempotency_keys k "
+            "JOIN redemptions r ON r.id = k.redemption_id "
+            "WHERE k.status_code IS NULL AND k.created_at < now() - make_interval(secs => %s) "
+            "AND r.status NOT IN ('pending', 'refund_pending')",
+            (older_than_s,),
+        )
+        settled = [row[0] for row in cur.fetchall()]
         cur.execute(
             "DELETE FROM idempotency_keys WHERE status_code IS NULL AND redemption_id IS NULL "
             "AND created_at < now() - make_interval(secs => %s)",
             (older_than_s,),
         )
-        return cur.rowcount
+        counts["keys_released"] = cur.rowcount
+    for rid in settled:
+        _answer_key(rid)
+    counts["keys_answered"] = len(settled)
+    return counts
 
 
 def start(app: Flask) -> threading.Thread:
