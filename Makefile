@@ -56,7 +56,7 @@ lint: venv ## ruff, yamllint and ansible-lint (production profile)
 	@ONLY=lint scripts/test.sh
 
 # --- operators ------------------------------------------------------------------------
-.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs bench-idle bench-rollout
+.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs bench-idle bench-rollout faults
 rollout: venv ## Roll APP_VERSION across the app hosts, canary first, no failed request
 	$(PLAYBOOK) playbooks/rolling_update.yml -e app_version=$(APP_VERSION)
 
@@ -75,6 +75,9 @@ bench-logs: venv ## Benchmark on the lab: delay from a line written on any host 
 
 bench-idle: venv ## Benchmark on the lab: CPU the lab uses at rest (no load, no rollout)
 	$(BIN)/python scripts/bench-idle.py
+
+faults: venv ## Fault drill on the lab under load, a table of what each fault cost (FAULTS="redeem-kill ..." for some)
+	$(BIN)/python scripts/fault-drill.py $(FAULTS)
 
 bench-rollout: venv ## Benchmark on the lab: one rollout of a new image under load (BENCH_ARGS=--no-load | --summary)
 	$(BIN)/python scripts/bench-rollout.py $(BENCH_ARGS)

@@ -104,18 +104,26 @@ def resolve_redemption(api: Api, rec: dict, settle_s: float = 90.0) -> tuple[boo
     return False, 0
 
 
+# 503s that say nothing was spent: HAProxy found no server (the request never reached redeem),
+# or redeem could not reach the ledger (it refunds or voids the debit). Any other 503, such as
+# db_unavailable, may come after the debit went through: its outcome is unknown.
+NOTHING_SPENT_503 = ("service_unavailable", "web_unavailable")
+
+
 def redemption_outcome_unknown(rec: dict) -> bool:
     """True when a redemption's record does not say whether points were spent.
 
-    Definite: 2xx/4xx, 502 vendor_unavailable (refunded), and 503 (the balancer found
-    no server, or redeem could not reach the ledger: nothing spent). Unknown: no answer,
-    and other 5xx such as a 502 or 504 from the balancer after the request went in.
+    Definite: 2xx/4xx, 502 vendor_unavailable (refunded), and the 503s of NOTHING_SPENT_503.
+    Unknown: no answer, other 503s (the database went away mid-way), and other 5xx such as a
+    502 or 504 from the balancer after the request went in.
     """
     status = rec.get("status")
     if status is None:
         return True
-    if status < 500 or status == 503:
+    if status < 500:
         return False
+    if status == 503:
+        return rec.get("code") not in NOTHING_SPENT_503
     return rec.get("code") != "vendor_unavailable"
 
 

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Fault drill (a benchmark, not a test): inject faults into the running lab under load and
+write what each cost. Needs `make lab`:
+
+    make faults                      # every fault; FAULTS="app-host-restart vendor-down" for some
+
+Per fault: start the load generator (loadgen setup, run: 6 clients, no think time, bounded),
+inject the fault a few seconds in, wait until the stack is back to full (every app host has a
+server UP in every HAProxy backend, a database read and the catalogue answer 200), stop the load,
+then check the ledger (loadgen check: every balance equals what the records and their replays
+say; a redemption whose request died is settled by redeem's reconciler first, so the check may
+wait for it). Writes reports/faults-<containers prefix>.json and prints a markdown table:
+fault, requests, failed, ledger problems (points lost or counted twice), time back to full.
+Exit 1 if a ledger problem was found or the stack did not come back; 2 if the lab is down.
+
+Faults (each bounded in time; the machine's own disk is never filled):
+  app-host-restart  restart one app host's container at once (its engine and every service die)
+  redeem-kill       SIGKILL the redeem service's processes on every app host, three times
+  postgres-stop     stop PostgreSQL for 10 s
+  haproxy-restart   restart HAProxy
+  vendor-down       stop every vendor-stub container for 10 s (the vendor fails 100 %)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+LOADGEN = [sys.executable, str(ROOT / "scripts" / "loadgen.py")]
+GROUPS = ("app_servers", "loadbalancers", "databases")
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from sp_loadgen.lbwatch import docker_exec_command, parse, up_per_host
+
+# On an app host: run each service container's HEALTHCHECK command (after its "CMD") once.
+HEALTH_CHECK_NOW = (
+    'set -e; ids=$(docker ps -aq -f name=sp-); [ -n "$ids" ]; for c in $ids; do '
+    "test=$(docker inspect -f '{{range $i, $a := .Config.Healthcheck.Test}}"
+    '{{if $i}}{{$a}} {{end}}{{end}}\' "$c"); '
+    'docker exec "$c" $test >/dev/null 2>&1; done'
+)
+
+
+def log(message: str) -> None:
+    print(f"fault-drill: {message}", file=sys.stderr, flush=True)
+
+
+class Lab:
+    """The lab's hosts as containers (prefix + inventory name) and its public URL."""
+
+    def __init__(self, prefix: str, base_url: str, hosts: dict[str, list[str]]):
+        self.prefix, self.base_url = prefix, base_url
+        self.app_hosts = hosts["app_servers"]
+        self.lb, self.db = hosts["loadbalancers"][0], hosts["databases"][0]
+
+    def container(self, host: str) -> str:
+        return self.prefix + host
+
+    def run(self, host: str, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "exec", self.container(host), *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def in_engine(self, host: str, script: str) -> None:
+        """A shell script on an app host, where `docker` is that host's own engine."""
+        done = self.run(host, "sh", "-c", script)
+        if done.returncode != 0:
+            log(f"{host}: {script!r} exited {done.returncode}: {done.stderr.strip()}")
+
+    def healthy(self, host: str) -> bool:
+        """Every service container on an app host runs and passes its image's health check,
+        run now (the engine's own runs every 30 s, too seldom to time a recovery by)."""
+        done = self.run(host, "sh", "-c", HEALTH_CHECK_NOW)
+        return done.returncode == 0
+
+    def full(self) -> bool:
+        """Every service container is healthy, every app host serves every backend, and the
+        database and catalogue answer through HAProxy."""
+        if not all(self.healthy(host) for host in self.app_hosts):
+            return False
+        stat = subprocess.run(
+            docker_exec_command(self.container(self.lb)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if stat.returncode != 0:
+            return False
+        up = up_per_host(parse(stat.stdout))
+        if any(
+            min(up.get(host, {}).values(), default=0) < 1 for host in self.app_hosts
+        ):
+            return False
+        try:
+            return all(
+                requests.get(self.base_url + path, timeout=2).status_code == 200
+                for path in ("/api/v1/leaderboard", "/api/v1/rewards")
+            )
+        except requests.RequestException:
+            return False
+
+
+def _app_host_restart(lab: Lab) -> None:
+    subprocess.run(
+        ["docker", "restart", "-t", "0", lab.container(lab.app_hosts[0])],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+
+
+def _kill_service(service: str) -> str:
+    # From the host's own PID namespace, as a crash would (a `docker kill` is a manual stop that
+    # the restart policy honours and would leave the service down).
+    return (
+        f"for c in $(docker ps -q -f name=sp-{service}); do "
+        f'kill -9 $(docker inspect -f "{{{{.State.Pid}}}}" "$c"); done'
+    )
+
+
+def _redeem_kill(lab: Lab) -> None:
+    for _ in range(3):
+        for host in lab.app_hosts:
+            lab.in_engine(host, _kill_service("redeem"))
+        time.sleep(5)
+
+
+def _postgres_stop(lab: Lab) -> None:
+    lab.run(lab.db, "systemctl", "stop", "postgresql")
+    time.sleep(10)
+    lab.run(lab.db, "systemctl", "start", "postgresql")
+
+
+def _haproxy_restart(lab: Lab) -> None:
+    lab.run(lab.lb, "systemctl", "restart", "haproxy")
+
+
+def _vendor_down(lab: Lab) -> None:
+    for host in lab.app_hosts:
+        lab.in_engine(host, "docker stop -t 0 $(docker ps -q -f name=sp-vendor-stub)")
+    time.sleep(10)
+    for host in lab.app_hosts:
+        lab.in_engine(host, "docker start $(docker ps -aq -f name=sp-vendor-stub)")
+
+
+FAULTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
+    "app-host-restart": ("hard restart of one app host", _app_host_restart),
+    "redeem-kill": (
+        "redeem killed (SIGKILL) on every app host, 3 times 5 s apart",
+        _redeem_kill,
+    ),
+    "postgres-stop": ("PostgreSQL stopped for 10 s", _postgres_stop),
+    "haproxy-restart": ("HAProxy restarted", _haproxy_restart),
+    "vendor-down": ("the vendor down (100 % failures) for 10 s", _vendor_down),
+}
+
+
+def drill(lab: Lab, name: str, workdir: Path, args: argparse.Namespace) -> dict:
+    what, inject = FAULTS[name]
+    work = workdir / name
+    work.mkdir()
+    state, records = work / "state.json", work / "records.jsonl"
+    subprocess.run(
+        [*LOADGEN, "setup", "--base-url", lab.base_url, "--state", str(state)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    load = subprocess.Popen(
+        [*LOADGEN, "run", "--state", str(state), "--out", str(records)]
+        + ["--clients", str(args.clients), "--duration", str(args.max_seconds)]
+        + ["--stop-file", str(work / "stop"), "--started-file", str(work / "started")],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "run.log").open("w"),
+    )
+    while not (work / "started").exists() and load.poll() is None:
+        time.sleep(0.2)
+    time.sleep(args.lead)
+    log(f"{name}: {what}")
+    began = time.monotonic()
+    inject(lab)
+    ended = time.monotonic()
+    recovered = None
+    deadline = ended + args.recover_timeout
+    while time.monotonic() < deadline:
+        if lab.full():
+            recovered = time.monotonic() - ended
+            break
+        time.sleep(0.5)
+    time.sleep(args.tail)  # load on the recovered stack
+    (work / "stop").touch()
+    load.wait(timeout=120)
+    check = subprocess.run(
+        [*LOADGEN, "check", "--state", str(state), "--records", str(records)]
+        + ["--out", str(work / "check.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    verdict = (
+        json.loads((work / "check.json").read_text())
+        if (work / "check.json").exists()
+        else {}
+    )
+    outcomes = [json.loads(line) for line in records.read_text().splitlines() if line]
+    failed = [r for r in outcomes if not r.get("ok")]
+    row = {
+        "fault": name,
+        "what": what,
+        "requests": len(outcomes),
+        "failed": len(failed),
+        "failed_by_reason": _count(r.get("reason") or "?" for r in failed),
+        "ledger_problems": len(verdict.get("problems", ["check did not run"])),
+        "problems": verdict.get(
+            "problems", [check.stdout[-500:] + check.stderr[-500:]]
+        ),
+        "replayed": {
+            k: v for k, v in verdict.get("counts", {}).items() if "replayed" in k
+        },
+        "fault_seconds": round(ended - began, 1),
+        "back_to_full_seconds": None if recovered is None else round(recovered, 1),
+    }
+    log(
+        f"{name}: {row['requests']} requests, {row['failed']} failed, "
+        f"{row['ledger_problems']} ledger problems, back to full in {row['back_to_full_seconds']} s"
+    )
+    return row
+
+
+def _count(reasons) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for reason in reasons:
+        out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| fault | requests | failed (why) | points lost or counted twice | back to full after the fault |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        back = row["back_to_full_seconds"]
+        why = ", ".join(
+            f"{n} {reason}" for reason, n in row["failed_by_reason"].items()
+        )
+        lines.append(
+            f"| {row['what']} | {row['requests']} | {row['failed']}"
+            + (f" ({why})" if why else "")
+            + f" | {row['ledger_problems']} | "
+            + ("never" if back is None else f"{back} s")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def inventory_hosts(inventory: str) -> dict[str, list[str]]:
+    """Group -> hosts, from ansible-inventory (the lab's generated inventory by default)."""
+    listed = subprocess.run(
+        ["ansible-inventory", "-i", inventory, "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if listed.returncode != 0:
+        log(f"cannot read the inventory {inventory}: {listed.stderr.strip()[-500:]}")
+        sys.exit(2)
+    groups = json.loads(listed.stdout)
+    hosts = {g: groups.get(g, {}).get("hosts", []) for g in GROUPS}
+    empty = [g for g, members in hosts.items() if not members]
+    if empty:
+        log(
+            f"the inventory {inventory} has no host in {', '.join(empty)}: make lab first"
+        )
+        sys.exit(2)
+    return hosts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("faults", nargs="*", metavar="FAULT", help=", ".join(FAULTS))
+    parser.add_argument(
+        "--prefix", default="sprintpoints-lab-", help="container name prefix"
+    )
+    parser.add_argument("--base-url", default="http://127.0.0.1:8080")
+    parser.add_argument(
+        "--inventory",
+        default=str(ROOT / "inventories" / "lab"),
+        help="whose hosts to fault",
+    )
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument(
+        "--lead", type=float, default=8.0, help="seconds of load before a fault"
+    )
+    parser.add_argument(
+        "--tail", type=float, default=8.0, help="seconds of load after recovery"
+    )
+    parser.add_argument("--recover-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--max-seconds", type=int, default=300, help="bound of each load run"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON report (default reports/faults-<prefix>.json)"
+    )
+    args = parser.parse_args()
+    unknown = [name for name in args.faults if name not in FAULTS]
+    if unknown:
+        parser.error(
+            f"unknown fault {', '.join(unknown)}: choose from {', '.join(FAULTS)}"
+        )
+    lab = Lab(args.prefix, args.base_url, inventory_hosts(args.inventory))
+    if not lab.full():
+        log(f"the stack behind {args.base_url} is not up and full: make lab first")
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
+        for name in args.faults or list(FAULTS):
+            rows.append(drill(lab, name, Path(tmp), args))
+    out = args.out or REPORTS / f"faults-{args.prefix.rstrip('-') or 'lab'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"faults": rows}, indent=2) + "\n", encoding="utf-8")
+    print(table(rows))
+    log(f"report: {out}")
+    bad = [r for r in rows if r["ledger_problems"] or r["back_to_full_seconds"] is None]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
