@@ -32,6 +32,7 @@ import psycopg2.extras
 from flask import Flask
 
 from .. import db, metrics, requestid
+from ..errors import ApiError
 from ..http import UpstreamError
 from . import redeem
 
@@ -192,7 +193,10 @@ def start(app: Flask) -> threading.Thread:
             time.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
             try:
                 counts = run_once(app)
-            except Exception:  # keep the thread alive through a database or network outage
+            except (psycopg2.OperationalError, ApiError) as exc:  # the database is away
+                log.warning("reconcile pass failed: %s; next pass in %.0f s", exc, interval)
+                continue
+            except Exception:  # keep the thread alive whatever happens
                 log.exception("reconcile pass failed; next pass in %.0f s", interval)
                 continue
             if counts:
