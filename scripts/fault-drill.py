@@ -42,13 +42,19 @@ GROUPS = ("app_servers", "loadbalancers", "databases")
 sys.path.insert(0, str(ROOT / "scripts"))
 from sp_loadgen.lbwatch import docker_exec_command, parse, up_per_host
 
-# On an app host: run each service container's HEALTHCHECK command (after its "CMD") once.
-HEALTH_CHECK_NOW = (
-    'set -e; ids=$(docker ps -aq -f name=sp-); [ -n "$ids" ]; for c in $ids; do '
-    "test=$(docker inspect -f '{{range $i, $a := .Config.Healthcheck.Test}}"
-    '{{if $i}}{{$a}} {{end}}{{end}}\' "$c"); '
-    'docker exec "$c" $test >/dev/null 2>&1; done'
-)
+# On an app host: no service container restarting, and each running one passes its
+# HEALTHCHECK command (the words after "CMD"), run once now; prints the first that does not.
+# Containers stopped on purpose (exited) are not counted: HAProxy's view covers a missing one.
+HEALTH_CHECK_NOW = r"""
+r=$(docker ps -q -f name=sp- -f status=restarting)
+[ -z "$r" ] || { echo "restarting: $r"; exit 1; }
+ids=$(docker ps -q -f name=sp-)
+[ -n "$ids" ] || { echo "no service container runs"; exit 1; }
+for c in $ids; do
+  test=$(docker inspect -f '{{range $i, $a := .Config.Healthcheck.Test}}{{if $i}}{{$a}} {{end}}{{end}}' "$c")
+  docker exec "$c" $test >/dev/null 2>&1 || { echo "health check fails: $(docker inspect -f '{{.Name}}' "$c")"; exit 1; }
+done
+"""
 
 
 def log(message: str) -> None:
@@ -81,17 +87,26 @@ class Lab:
         if done.returncode != 0:
             log(f"{host}: {script!r} exited {done.returncode}: {done.stderr.strip()}")
 
-    def healthy(self, host: str) -> bool:
-        """Every service container on an app host runs and passes its image's health check,
-        run now (the engine's own runs every 30 s, too seldom to time a recovery by)."""
+    def unhealthy(self, host: str) -> str:
+        """Why a service container on an app host does not serve ('' when every one runs and
+        passes its image's health check, run now: the engine's own runs every 30 s, too seldom
+        to time a recovery by). Containers stopped on purpose (exited) are not counted; one
+        that is restarting is."""
         done = self.run(host, "sh", "-c", HEALTH_CHECK_NOW)
-        return done.returncode == 0
+        return (
+            ""
+            if done.returncode == 0
+            else f"{host}: {done.stdout.strip() or 'no service container'}"
+        )
 
-    def full(self) -> bool:
-        """Every service container is healthy, every app host serves every backend, and the
-        database and catalogue answer through HAProxy."""
-        if not all(self.healthy(host) for host in self.app_hosts):
-            return False
+    def missing(self) -> str:
+        """What keeps the stack from full ('' when full): every service container healthy, every
+        app host with a server UP in every HAProxy backend, the database and the catalogue
+        answering through HAProxy."""
+        for host in self.app_hosts:
+            why = self.unhealthy(host)
+            if why:
+                return why
         stat = subprocess.run(
             docker_exec_command(self.container(self.lb)),
             capture_output=True,
@@ -100,19 +115,32 @@ class Lab:
             check=False,
         )
         if stat.returncode != 0:
-            return False
+            return f"{self.lb}: no answer from HAProxy's admin socket: {stat.stderr.strip()[-200:]}"
         up = up_per_host(parse(stat.stdout))
-        if any(
-            min(up.get(host, {}).values(), default=0) < 1 for host in self.app_hosts
-        ):
-            return False
-        try:
-            return all(
-                requests.get(self.base_url + path, timeout=2).status_code == 200
-                for path in ("/api/v1/leaderboard", "/api/v1/rewards")
-            )
-        except requests.RequestException:
-            return False
+        for host in self.app_hosts:
+            down = [backend for backend, n in up.get(host, {}).items() if n < 1]
+            if down or host not in up:
+                return f"{host}: no server UP in {', '.join(down) or 'any backend'}"
+        for path in ("/api/v1/leaderboard", "/api/v1/rewards"):
+            try:
+                status = requests.get(self.base_url + path, timeout=2).status_code
+            except requests.RequestException as exc:
+                return f"{path}: {exc}"
+            if status != 200:
+                return f"{path}: HTTP {status}"
+        return ""
+
+    def full(self) -> bool:
+        return not self.missing()
+
+    def wait_full(self, timeout: float) -> str:
+        """Wait until full; '' then, else the last reason it was not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            why = self.missing()
+            if not why or time.monotonic() > deadline:
+                return why
+            time.sleep(1.0)
 
 
 def _app_host_restart(lab: Lab) -> None:
@@ -326,8 +354,11 @@ def main() -> int:
             f"unknown fault {', '.join(unknown)}: choose from {', '.join(FAULTS)}"
         )
     lab = Lab(args.prefix, args.base_url, inventory_hosts(args.inventory))
-    if not lab.full():
-        log(f"the stack behind {args.base_url} is not up and full: make lab first")
+    why = lab.wait_full(args.recover_timeout)
+    if why:
+        log(
+            f"the stack behind {args.base_url} is not up and full ({why}): make lab first"
+        )
         return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
