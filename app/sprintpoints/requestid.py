@@ -32,8 +32,8 @@ def background_id(request_id: str) -> contextvars.Token:
     return _background_id.set(request_id)
 
 
-def reset_background_id(token: contextvars.Token) -> None:
-    _background_id.reset(token)
+def reset_background_id(previous: contextvars.Token) -> None:
+    _background_id.reset(previous)
 
 
 class _RequestIdFilter(logging.Filter):

@@ -87,7 +87,7 @@ def run_once(app: Flask) -> Counter:
 
 def _settle(row) -> str:
     rid, handle, sku, quantity, cost, status, _balance, error_code = row
-    token = requestid.background_id(f"reconcile-{rid[:12]}")
+    previous = requestid.background_id(f"reconcile-{rid[:12]}")
     try:
         if status == "refund_pending":
             settled, balance = redeem.refund(rid, handle, cost)
@@ -103,7 +103,7 @@ def _settle(row) -> str:
         log.info("redemption %s: %s settled as %s", rid, status, outcome)
         return outcome
     finally:
-        requestid.reset_background_id(token)
+        requestid.reset_background_id(previous)
 
 
 def _resume(rid: str, handle: str, sku: str, quantity: int, cost: int) -> str:

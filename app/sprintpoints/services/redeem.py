@@ -211,13 +211,7 @@ def _redeem(handle: str, sku: str, quantity: int, cost: int, key: str | None):
         return _error(409, "insufficient_points", f"{handle!r} has too few points for {sku}")
     if debit is None or debit.status not in (200, 201) or debit.body.get("refunded"):
         # The debit may have gone through with its answer lost: refund (or void) it.
-        settled, balance = refund(rid, handle, cost)
-        finish(
-            rid,
-            "failed" if settled else "refund_pending",
-            balance=balance,
-            error_code="web_unavailable",
-        )
+        _give_back(rid, handle, cost, "web_unavailable")
         return _error(503, "web_unavailable", "the points ledger is not reachable; nothing spent")
     return order(rid, handle, sku, quantity, cost, debit.body.get("balance"))
 
@@ -232,14 +226,7 @@ def order(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) ->
         log.warning("vendor order for redemption %s failed: unreachable", rid)
         placed = None
     if placed is None or placed.status not in (200, 201):
-        settled, refunded = refund(rid, handle, cost)
-        finish(
-            rid,
-            "failed" if settled else "refund_pending",
-            balance=refunded,
-            error_code="vendor_unavailable",
-        )
-        return vendor_unavailable(settled)
+        return vendor_unavailable(_give_back(rid, handle, cost, "vendor_unavailable"))
 
     finish(rid, "fulfilled", balance=balance, order_id=placed.body.get("order_id"))
     return {
@@ -251,6 +238,14 @@ def order(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) ->
         "sku": sku,
         "quantity": quantity,
     }, 201
+
+
+def _give_back(rid: str, handle: str, cost: int, error_code: str) -> bool:
+    """Refund (or void) a redemption that failed: ``failed`` once web confirms it, else
+    ``refund_pending`` for the reconciler. True when the points are back."""
+    settled, balance = refund(rid, handle, cost)
+    finish(rid, "failed" if settled else "refund_pending", balance=balance, error_code=error_code)
+    return settled
 
 
 def vendor_unavailable(refunded: bool) -> tuple[dict, int]:

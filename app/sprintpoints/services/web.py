@@ -237,13 +237,19 @@ def debit():
                 raise ApiError(409, "insufficient_points", f"{handle!r} has too few points")
             cur.execute("UPDATE debits SET balance_after = %s WHERE ref = %s", (row[0], ref))
             return _debit_body((ref, handle, amount, row[0], False)), 201
-        cur.execute(
-            "SELECT ref, handle, amount, balance_after, refunded FROM debits WHERE ref = %s", (ref,)
-        )
-        existing = cur.fetchone()
+        existing = _existing_debit(cur, ref, handle, amount)
+    return _debit_body(existing), 200
+
+
+def _existing_debit(cur, ref: str, handle: str, amount: int) -> tuple:
+    """The debit ``ref`` that exists; 409 when it was taken for another handle or amount."""
+    cur.execute(
+        "SELECT ref, handle, amount, balance_after, refunded FROM debits WHERE ref = %s", (ref,)
+    )
+    existing = cur.fetchone()
     if existing[1] != handle or existing[2] != amount:
         raise ApiError(409, "debit_conflict", f"debit {ref!r} exists with other values")
-    return _debit_body(existing), 200
+    return existing
 
 
 def _void(cur, ref: str, handle: str, amount: int) -> bool:
@@ -275,12 +281,7 @@ def void():
         if _void(cur, ref, handle, amount):
             body = _debit_body((ref, handle, amount, _balance_of(cur, handle), True))
             return {**body, "voided": True}, 201
-        cur.execute(
-            "SELECT ref, handle, amount, balance_after, refunded FROM debits WHERE ref = %s", (ref,)
-        )
-        existing = cur.fetchone()
-    if existing[1] != handle or existing[2] != amount:
-        raise ApiError(409, "debit_conflict", f"debit {ref!r} exists with other values")
+        existing = _existing_debit(cur, ref, handle, amount)
     return _debit_body(existing), 200
 
 
