@@ -144,16 +144,7 @@ def _answer_key(rid: str) -> None:
 def _answer_of(row) -> tuple[dict, int] | None:
     rid, handle, sku, quantity, cost, status, balance, error_code = row
     if status == "fulfilled":
-        body = {
-            "id": rid,
-            "status": status,
-            "points_spent": cost,
-            "balance": balance,
-            "handle": handle,
-            "sku": sku,
-            "quantity": quantity,
-        }
-        return body, 201
+        return redeem.fulfilled(rid, handle, sku, quantity, cost, balance), 201
     if error_code == "vendor_unavailable":
         return redeem.vendor_unavailable(status == "failed")
     return None  # voided or the ledger was away: nothing spent, the key may be used again

@@ -229,6 +229,11 @@ def order(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) ->
         return vendor_unavailable(_give_back(rid, handle, cost, "vendor_unavailable"))
 
     finish(rid, "fulfilled", balance=balance, order_id=placed.body.get("order_id"))
+    return fulfilled(rid, handle, sku, quantity, cost, balance), 201
+
+
+def fulfilled(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) -> dict:
+    """The 201 answer of a fulfilled redemption (also what the reconciler stores for its key)."""
     return {
         "id": rid,
         "status": "fulfilled",
@@ -237,7 +242,7 @@ def order(rid: str, handle: str, sku: str, quantity: int, cost: int, balance) ->
         "handle": handle,
         "sku": sku,
         "quantity": quantity,
-    }, 201
+    }
 
 
 def _give_back(rid: str, handle: str, cost: int, error_code: str) -> bool:
