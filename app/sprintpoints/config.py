@@ -37,6 +37,7 @@ class Settings:
     db_pool_max: int = 10
     db_connect_timeout: int = 3
     db_statement_timeout_ms: int = 5000
+    db_idle_in_transaction_timeout_ms: int = 3000
     # inter-service
     internal_token: str = ""
     http_timeout: float = 5.0
@@ -70,7 +71,16 @@ class Settings:
             "password": self.db_password,
             "connect_timeout": self.db_connect_timeout,
             "application_name": f"sprintpoints-{self.service}",
-            "options": f"-c statement_timeout={self.db_statement_timeout_ms}",
+            # A transaction left open by a process that died without closing its connection (a
+            # host that lost power or its network) holds its row locks until PostgreSQL ends it:
+            # shorter than the statement timeout, so a request waiting on them still succeeds.
+            "options": f"-c statement_timeout={self.db_statement_timeout_ms}"
+            f" -c idle_in_transaction_session_timeout={self.db_idle_in_transaction_timeout_ms}",
+            # A database host that vanished mid-query is noticed in about 11 s, not TCP's 15 min.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
         }
 
 
@@ -162,6 +172,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
             db_pool_max=env.int("DB_POOL_MAX", 10, lo=1, hi=1000),
             db_connect_timeout=env.int("DB_CONNECT_TIMEOUT", 3, lo=1, hi=60),
             db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", 5000, lo=0, hi=3_600_000),
+            db_idle_in_transaction_timeout_ms=env.int(
+                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 3000, lo=0, hi=3_600_000
+            ),
         )
     if migrate:
         return Settings(**values)  # type: ignore[arg-type]

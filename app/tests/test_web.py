@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg2
 import pytest
+
+from sprintpoints.config import load_settings
 
 from .conftest import TOKEN, assert_error, unique
 
@@ -178,3 +181,25 @@ def test_a_database_outage_is_a_json_503_with_retry_after_and_healthz_stays_up(m
     down = client.get("/api/v1/balances/someone")
     assert_error(down, 503, "db_unavailable")
     assert down.headers["Retry-After"] == "5"  # every 503 says when to come back
+
+
+def test_a_transaction_left_open_by_a_dead_process_frees_its_locks_in_time(api, databases):
+    """A host that dies without closing its connections (power or network lost) leaves its
+    transactions open on the server, holding row locks. A connection set up as the services
+    set theirs holds an account's row lock and never speaks again: PostgreSQL must end it
+    before the next request's statement times out, so that request still succeeds."""
+    handle, project = api.member()
+    api.earn(handle, project, 10)
+    env = {**databases["web"].env("web"), "INTERNAL_TOKEN": TOKEN, "REGISTRY_URL": "http://x"}
+    stranded = psycopg2.connect(**load_settings(env).dsn_kwargs())
+    try:
+        with stranded.cursor() as cur:
+            cur.execute("UPDATE accounts SET balance = balance WHERE handle = %s", (handle,))
+        contribution = {"handle": handle, "project": project, "kind": "commit", "ref": unique()}
+        credited = api.post("web", "/api/v1/contributions", contribution)
+        assert credited.status_code == 201, credited.text
+        assert credited.json()["balance"] == 20
+        with pytest.raises(psycopg2.OperationalError), stranded.cursor() as cur:
+            cur.execute("SELECT 1")  # the server ended the stranded session
+    finally:
+        stranded.close()
