@@ -68,6 +68,13 @@ def test_tuning_from_variables_is_live(host):
     assert query(host, "SHOW effective_cache_size") == "256MB"
     assert query(host, "SHOW max_connections") == "100"
     assert query(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
+    # Keepalives read as 0 in a Unix-socket session like this one: ask the files what is applied.
+    applied = query(
+        host,
+        "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_file_settings "
+        "WHERE name LIKE 'tcp_keepalives%' AND applied",
+    )
+    assert applied == "tcp_keepalives_count=3,tcp_keepalives_idle=5,tcp_keepalives_interval=2"
 
 
 def test_server_lines_go_to_the_journal_with_the_connecting_application(host):
