@@ -15,6 +15,8 @@ Exit 1 if a ledger problem was found or the stack did not come back; 2 if the la
 
 Faults (each bounded in time; the machine's own disk is never filled):
   app-host-restart  restart one app host's container at once (its engine and every service die)
+  app-host-power-loss  the same, but the host's packets stop first, so its open connections are
+                    never closed, one of them in a transaction holding a lock on every account
   redeem-kill       SIGKILL the redeem service's processes on every app host, three times
   postgres-stop     stop PostgreSQL for 10 s
   haproxy-restart   restart HAProxy
@@ -152,6 +154,41 @@ def _app_host_restart(lab: Lab) -> None:
     )
 
 
+# Run in the web container of the host about to lose power: a connection set up as the service's
+# own holds a row lock on every account in an open transaction, as requests caught mid-write
+# would, and never speaks again.
+STRANDED_TRANSACTION = """
+import os, time, psycopg2
+from sprintpoints.config import load_settings
+conn = psycopg2.connect(**load_settings(os.environ).dsn_kwargs())
+conn.cursor().execute("UPDATE accounts SET balance = balance")
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def _app_host_power_loss(lab: Lab) -> None:
+    host = lab.app_hosts[0]
+    holder = subprocess.Popen(
+        ["docker", "exec", lab.container(host)]
+        + ["docker", "exec", "sp-web", "python", "-c", STRANDED_TRANSACTION],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if holder.stdout.readline().strip() != "locked":
+        holder.kill()
+        raise RuntimeError(
+            f"{host}: could not open the transaction: {holder.stderr.read()}"
+        )
+    # Its packets stop first, so no FIN or RST ever tells PostgreSQL the connection is gone.
+    for chain in ("OUTPUT", "FORWARD"):
+        lab.run(host, "iptables", "-I", chain, "-j", "DROP")
+    _app_host_restart(lab)
+    holder.kill()
+    holder.wait()
+
+
 def _kill_service(service: str) -> str:
     # From the host's own PID namespace, as a crash would (a `docker kill` is a manual stop that
     # the restart policy honours and would leave the service down).
@@ -188,6 +225,10 @@ def _vendor_down(lab: Lab) -> None:
 
 FAULTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
     "app-host-restart": ("hard restart of one app host", _app_host_restart),
+    "app-host-power-loss": (
+        "one app host loses power (packets stop, then a restart), a write open on every account",
+        _app_host_power_loss,
+    ),
     "redeem-kill": (
         "redeem killed (SIGKILL) on every app host, 3 times 5 s apart",
         _redeem_kill,
@@ -300,13 +341,22 @@ def table(rows: list[dict]) -> str:
 
 def inventory_hosts(inventory: str) -> dict[str, list[str]]:
     """Group -> hosts, from ansible-inventory (the lab's generated inventory by default)."""
-    listed = subprocess.run(
-        ["ansible-inventory", "-i", inventory, "--list"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # The venv's ansible-inventory sits next to its python, on PATH or not.
+    beside = Path(sys.executable).with_name("ansible-inventory")
+    program = str(beside) if beside.exists() else "ansible-inventory"
+    try:
+        listed = subprocess.run(
+            [program, "-i", inventory, "--list"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except FileNotFoundError:
+        log(
+            "ansible-inventory not found: run make faults, or the venv's python (.venv/bin/python)"
+        )
+        sys.exit(2)
     if listed.returncode != 0:
         log(f"cannot read the inventory {inventory}: {listed.stderr.strip()[-500:]}")
         sys.exit(2)

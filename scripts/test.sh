@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 # The version the image step builds and the full-stack scenario deploys (make exports it).
 export APP_VERSION=${APP_VERSION:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}
+# Molecule wraps its output at the terminal width (80 in CI): wide lines keep an assertion
+# message whole in the log and in the failure digest below.
+export COLUMNS=${COLUMNS:-300}
 ONLY=${ONLY:-}
 LOGDIR=${TEST_LOGDIR:-reports/test-logs}
 mkdir -p "$LOGDIR"

@@ -40,11 +40,15 @@ def test_faults_lose_no_point_and_the_stack_comes_back(base_url):
     print(drill.stdout, drill.stderr[-3000:])
     rows = {row["fault"]: row for row in json.loads(out.read_text())["faults"]}
     assert set(rows) == {"app-host-restart", "redeem-kill"}
-    for row in rows.values():
-        assert row["ledger_problems"] == 0, row["problems"]
-        assert row["back_to_full_seconds"] is not None, row
-        assert row["requests"] > 100, row
-        assert all(
-            reason.startswith(IN_FLIGHT) for reason in row["failed_by_reason"]
-        ), row
+    for fault, row in rows.items():
+        # Each message starts with what went wrong: make test's summary shows its first words.
+        assert row["ledger_problems"] == 0, f"{fault}: ledger: {row['problems']}"
+        assert row["back_to_full_seconds"] is not None, f"{fault}: never back to full"
+        assert row["requests"] > 100, f"{fault}: only {row['requests']} requests"
+        unexplained = {
+            reason: n
+            for reason, n in row["failed_by_reason"].items()
+            if not reason.startswith(IN_FLIGHT)
+        }
+        assert not unexplained, f"{fault}: failures not from a request in flight: {unexplained}"
     assert drill.returncode == 0
