@@ -1,5 +1,6 @@
 """Faults under load on the full stack, last (they restart hosts): scripts/fault-drill.py
-hard-restarts an app host, then kills redeem on every app host three times, each under a
+cuts an app host's power (its packets stop, a write transaction of it open on every account,
+then a hard restart), then kills redeem on every app host three times, each under a
 bounded stream of mixed requests. No point may be lost or counted twice (the ledger check,
 after redeem's reconciler has settled what the kills interrupted), the stack must come back,
 and a request may fail only because it was in flight on what died. The drill's table is
@@ -30,7 +31,7 @@ def test_faults_lose_no_point_and_the_stack_comes_back(base_url):
     drill = subprocess.run(
         [sys.executable, str(PROJECT / "scripts" / "fault-drill.py")]
         + ["--prefix", "", "--inventory", INVENTORY, "--base-url", base_url]
-        + ["--out", str(out), "app-host-restart", "redeem-kill"],
+        + ["--out", str(out), "app-host-power-loss", "redeem-kill"],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -39,7 +40,7 @@ def test_faults_lose_no_point_and_the_stack_comes_back(base_url):
     )
     print(drill.stdout, drill.stderr[-3000:])
     rows = {row["fault"]: row for row in json.loads(out.read_text())["faults"]}
-    assert set(rows) == {"app-host-restart", "redeem-kill"}
+    assert set(rows) == {"app-host-power-loss", "redeem-kill"}
     for fault, row in rows.items():
         # Each message starts with what went wrong: make test's summary shows its first words.
         assert row["ledger_problems"] == 0, f"{fault}: ledger: {row['problems']}"
@@ -50,5 +51,7 @@ def test_faults_lose_no_point_and_the_stack_comes_back(base_url):
             for reason, n in row["failed_by_reason"].items()
             if not reason.startswith(IN_FLIGHT)
         }
-        assert not unexplained, f"{fault}: failures not from a request in flight: {unexplained}"
+        assert not unexplained, (
+            f"{fault}: failures not from a request in flight: {unexplained}"
+        )
     assert drill.returncode == 0

@@ -74,7 +74,10 @@ def test_tuning_from_variables_is_live(host):
         "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_file_settings "
         "WHERE name LIKE 'tcp_keepalives%' AND applied",
     )
-    assert applied == "tcp_keepalives_count=3,tcp_keepalives_idle=5,tcp_keepalives_interval=2"
+    assert (
+        applied
+        == "tcp_keepalives_count=3,tcp_keepalives_idle=5,tcp_keepalives_interval=2"
+    )
 
 
 def test_server_lines_go_to_the_journal_with_the_connecting_application(host):
