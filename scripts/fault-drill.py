@@ -169,9 +169,13 @@ time.sleep(300)
 
 def _app_host_power_loss(lab: Lab) -> None:
     host = lab.app_hosts[0]
+    # In whichever slot's web container runs (sp-web or sp-web-b).
+    in_web = (
+        'exec docker exec "$(docker ps -q -f name=^sp-web | head -n1)" python -c "$1"'
+    )
     holder = subprocess.Popen(
         ["docker", "exec", lab.container(host)]
-        + ["docker", "exec", "sp-web", "python", "-c", STRANDED_TRANSACTION],
+        + ["sh", "-c", in_web, "sh", STRANDED_TRANSACTION],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -241,7 +245,9 @@ FAULTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
 
 def drill(lab: Lab, name: str, workdir: Path, args: argparse.Namespace) -> dict:
     what, inject = FAULTS[name]
-    work = workdir / name
+    work = (
+        workdir / f"{len(list(workdir.iterdir())) + 1}-{name}"
+    )  # a fault may be named twice
     work.mkdir()
     state, records = work / "state.json", work / "records.jsonl"
     subprocess.run(
