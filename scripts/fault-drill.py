@@ -187,7 +187,10 @@ def _app_host_power_loss(lab: Lab) -> None:
         )
     # Its packets stop first, so no FIN or RST ever tells PostgreSQL the connection is gone.
     for chain in ("OUTPUT", "FORWARD"):
-        lab.run(host, "iptables", "-I", chain, "-j", "DROP")
+        dropped = lab.run(host, "iptables", "-I", chain, "-j", "DROP")
+        if dropped.returncode != 0:
+            holder.kill()
+            raise RuntimeError(f"{host}: iptables: {dropped.stderr.strip()}")
     _app_host_restart(lab)
     holder.kill()
     holder.wait()
