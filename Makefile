@@ -87,11 +87,11 @@ exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints mig
 # CMD reaches the playbook through the environment, unexpanded: quotes and $ pass through intact.
 exec: export SPRINTPOINTS_EXEC_CMD = $(value CMD)
 
-backup: venv ## pg_dump every database now
+backup: venv ## pg_dump every database now, and copy the dumps to backup_copy_host
 	$(PLAYBOOK) playbooks/backup.yml
 
-restore: venv ## Restore DATABASE from its newest dump (or DUMP=) into TARGET (default <db>_restored; a live one needs FORCE=yes)
-	$(PLAYBOOK) playbooks/restore.yml -e database=$(DATABASE) $(if $(DUMP),-e dump=$(DUMP)) $(if $(TARGET),-e target=$(TARGET)) $(if $(FORCE),-e force=$(FORCE))
+restore: venv ## Restore DATABASE from its newest dump (or DUMP=, or FROM=copy: the backup host's) into TARGET (default <db>_restored; a live one needs FORCE=yes)
+	$(PLAYBOOK) playbooks/restore.yml -e database=$(DATABASE) $(if $(DUMP),-e dump=$(DUMP)) $(if $(FROM),-e source=$(FROM)) $(if $(TARGET),-e target=$(TARGET)) $(if $(FORCE),-e force=$(FORCE))
 
 drain: venv ## Drain HOST on every load balancer, for maintenance
 	$(PLAYBOOK) playbooks/drain.yml -e host=$(HOST)

@@ -185,6 +185,67 @@ def test_a_restore_over_a_live_database_needs_force_and_takes_the_lock(
     )  # the dump's state
 
 
+# Every table of a database as one digest per table (rows in a stable order), to compare two.
+TABLE_DIGESTS = r"""
+DO $$ DECLARE t text; d text; BEGIN
+  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1 LOOP
+    EXECUTE format('SELECT count(*) || '':'' || coalesce(md5(string_agg(x::text, '','' ORDER BY x::text)), '''') FROM %I x', t)
+      INTO d;
+    RAISE NOTICE 'table % %', t, d;
+  END LOOP;
+END $$;
+"""
+
+
+def table_digests(db, database: str) -> list[str]:
+    done = db.run(
+        f"su postgres -c 'psql -X -q -v ON_ERROR_STOP=1 -d {database}' <<'SQL'\n{TABLE_DIGESTS}\nSQL"
+    )
+    assert done.rc == 0, done.stderr
+    return [line for line in done.stderr.splitlines() if "NOTICE:  table" in line]
+
+
+def test_restore_drill_from_the_off_host_copy_equals_the_source(base_url, http, unique):
+    """The database host loses every dump of sp_registry; the copy make backup left on the
+    backup host (the monitoring host here) restores into a scratch database equal to the
+    source, table by table."""
+    db, mon = host("stack-db1"), host("stack-mon1")
+    project = {"name": f"drill-{unique}"}
+    assert (
+        http.post(f"{base_url}/api/v1/projects", json=project, timeout=10).status_code
+        == 201
+    )
+    backup = run_playbook("backup.yml")
+    assert backup.returncode == 0, backup.stdout[-3000:]
+    dumps = db.run(
+        "ls /var/backups/postgresql/sp_registry/ | grep -v pre-restore | sort"
+    )
+    name = dumps.stdout.split()[-1]
+    original = db.file(f"/var/backups/postgresql/sp_registry/{name}")
+    copy = mon.file(f"/var/backups/sprintpoints/sp_registry/{name}")
+    assert copy.exists, f"no copy of {name} on the backup host"
+    assert copy.sha256sum == original.sha256sum
+    assert (copy.mode, copy.user) == (0o600, "root")
+    source = table_digests(db, "sp_registry")
+    assert any(" projects " in line for line in source), source
+
+    assert (
+        db.run("rm -rf /var/backups/postgresql/sp_registry").rc == 0
+    )  # the disk is lost
+    restored = run_playbook(
+        "restore.yml", "-e", "database=sp_registry", "-e", "source=copy"
+    )
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert f"{name} into sp_registry_restored" in " ".join(restored.stdout.split())
+    assert table_digests(db, "sp_registry_restored") == source
+
+    wrong = run_playbook(
+        "restore.yml", "-e", "database=sp_registry", "-e", "source=elsewhere"
+    )
+    assert wrong.returncode != 0
+    assert "FROM='elsewhere' is not a dump source" in " ".join(wrong.stdout.split())
+
+
 def test_make_exec_passes_quotes_and_dollars_through_intact():
     command = "python3 -c 'import sys; print(sys.argv[1:])' \"a b\" '$HOME' \"$(id)\""
     run = subprocess.run(
