@@ -76,8 +76,8 @@ bench-logs: venv ## Benchmark on the lab: delay from a line written on any host 
 bench-idle: venv ## Benchmark on the lab: CPU the lab uses at rest (no load, no rollout)
 	$(BIN)/python scripts/bench-idle.py
 
-faults: venv ## Fault drill on the lab under load, a table of what each fault cost (FAULTS="redeem-kill ..." for some)
-	$(BIN)/python scripts/fault-drill.py $(FAULTS)
+faults: venv ## Fault drill on the lab under load, a table of what each fault cost (FAULTS="redeem-kill ..." for some; every fault: into the README)
+	$(BIN)/python scripts/fault-drill.py --readme README.md $(FAULTS)
 
 bench-rollout: venv ## Benchmark on the lab: one rollout of a new image under load (BENCH_ARGS=--no-load | --summary)
 	$(BIN)/python scripts/bench-rollout.py $(BENCH_ARGS)

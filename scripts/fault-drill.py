@@ -348,6 +348,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN = "<!-- fault-drill table: begin (make faults rewrites it) -->"
+README_END = "<!-- fault-drill table: end -->"
+
+
+def update_readme(readme: Path, rows: list[dict], app_hosts: int) -> None:
+    """Put the table between the README's markers (a run of every fault only: a partial run
+    must not drop the rows it did not measure)."""
+    text = readme.read_text(encoding="utf-8")
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        log(f"{readme}: no {README_BEGIN!r} ... {README_END!r} markers: not updated")
+        return
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    block = f"{README_BEGIN}\n{table(rows)}\n\n_Measured {when} on the lab ({app_hosts} app hosts)._\n"
+    readme.write_text(text[:begin] + block + text[end:], encoding="utf-8")
+    log(f"{readme}: table updated")
+
+
 def inventory_hosts(inventory: str) -> dict[str, list[str]]:
     """Group -> hosts, from ansible-inventory (the lab's generated inventory by default)."""
     # The venv's ansible-inventory sits next to its python, on PATH or not.
@@ -406,6 +424,11 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, help="JSON report (default reports/faults-<prefix>.json)"
     )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="rewrite the table between this file's markers (when every fault ran)",
+    )
     args = parser.parse_args()
     unknown = [name for name in args.faults if name not in FAULTS]
     if unknown:
@@ -428,6 +451,12 @@ def main() -> int:
     out.write_text(json.dumps({"faults": rows}, indent=2) + "\n", encoding="utf-8")
     print(table(rows))
     log(f"report: {out}")
+    if args.readme and set(FAULTS) <= {row["fault"] for row in rows}:
+        update_readme(args.readme, rows, len(lab.app_hosts))
+    elif args.readme:
+        log(
+            f"{args.readme}: not updated (only a run of every fault rewrites the table)"
+        )
     bad = [r for r in rows if r["ledger_problems"] or r["back_to_full_seconds"] is None]
     return 1 if bad else 0
 
