@@ -161,6 +161,16 @@ def test_public_frontend_refuses_internal_paths(lb_ip, path):
     assert headers.get("x-request-id")
 
 
+@pytest.mark.parametrize(
+    "path", ["/internal/points/%zz", "/%zznternal/points", "/api/v1/beta/%2"]
+)
+def test_public_frontend_refuses_paths_it_cannot_decode(lb_ip, path):
+    status, headers, body = raw_get(lb_ip, path)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
 @pytest.mark.parametrize(("port", "service"), [(9001, "alpha"), (9002, "beta")])
 def test_internal_frontend_forwards_internal_paths(lb_ip, port, service):
     resp = get(lb_ip, "/internal/points", port=port)
