@@ -134,6 +134,27 @@ def test_internal_endpoints_are_refused_from_outside(http, base_url, path):
     assert r.json()["error"]["code"]
 
 
+def test_app_ports_answer_the_load_balancer_only():
+    """Published on the private address, and past Docker's DNAT only from HAProxy's host: no
+    other host (here the monitoring host and the other app host) reaches a service, and so
+    its /internal/ endpoints, one hop past HAProxy."""
+    app = host("stack-app1")
+    slot = app.check_output(
+        "docker ps --filter label=org.sprintpoints.service=web "
+        "--format '{{ .Label \"org.sprintpoints.slot\" }}'"
+    )
+    port = {"a": 8001, "b": 8011}[slot.split()[0]]
+    address = container_address("stack-app1")
+    bound = app.check_output(
+        "docker ps --filter label=org.sprintpoints.service=web --format '{{ .Ports }}'"
+    )
+    assert f"{address}:{port}->" in bound and "0.0.0.0" not in bound, bound
+    url = f"http://{address}:{port}/healthz"
+    assert host("stack-lb1").run(f"curl -fsS -m 5 -o /dev/null {url}").rc == 0
+    for other in ("stack-mon1", "stack-app2"):
+        assert host(other).run(f"curl -fsS -m 5 -o /dev/null {url}").rc != 0, other
+
+
 def pg_startup(from_host: str, db_address: str) -> str:
     """Speak PostgreSQL's startup message from a host and return the server's first
     answer: 'R' (authentication request: pg_hba admits this host) or the error text."""
