@@ -113,8 +113,8 @@ case $ONLY in
 esac
 
 # --- lint ---------------------------------------------------------------------------
-step lint ruff ruff check app scripts molecule roles
-step lint ruff-format ruff format --check app scripts molecule roles
+step lint ruff ruff check app scripts molecule roles playbooks
+step lint ruff-format ruff format --check app scripts molecule roles playbooks
 step lint yamllint yamllint -s .
 step lint ansible-lint ansible-lint --profile production
 
@@ -125,22 +125,29 @@ else
   missing app app-tests "app/ has no tests yet"
 fi
 
-# --- the roles' own unit tests (programs they install, modules, filter plugins) -----------------
-role_unit_tests=$(ls -d roles/*/tests 2>/dev/null || true)
+# --- the roles' own unit tests (programs they install, modules, filter plugins), the playbooks' ----
+role_unit_tests=$(ls -d roles/*/tests playbooks/tests 2>/dev/null || true)
 if [ -n "$role_unit_tests" ]; then
   # shellcheck disable=SC2086
   step app role-unit-tests python -m pytest -q -p no:cacheprovider $role_unit_tests
 fi
 
 # --- deploy wiring --------------------------------------------------------------------
+# The production inventory opens with the example vault password, or, once its vault is rekeyed
+# (inventories/production/README.md), with SPRINTPOINTS_VAULT_PASSWORD_FILE.
+VAULT_PASSWORD_FILE=${SPRINTPOINTS_VAULT_PASSWORD_FILE:-inventories/production/example-vault-password.txt}
 production_inventory() {
-  local vault=(--vault-password-file inventories/production/example-vault-password)
+  local vault=(--vault-password-file "$VAULT_PASSWORD_FILE")
   ansible-inventory -i inventories/production "${vault[@]}" --list >/dev/null &&
     for playbook in playbooks/*.yml; do
       ansible-playbook -i inventories/production "${vault[@]}" --syntax-check "$playbook" || return 1
     done
 }
-step deploy production-inventory production_inventory
+if [ -f "$VAULT_PASSWORD_FILE" ]; then
+  step deploy production-inventory production_inventory
+else
+  missing deploy production-inventory "its vault was rekeyed: SPRINTPOINTS_VAULT_PASSWORD_FILE=<your password file> checks it"
+fi
 
 # --- the image every full-stack scenario deploys ---------------------------------------
 if [ -f Dockerfile ]; then
