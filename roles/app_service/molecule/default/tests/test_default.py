@@ -66,6 +66,7 @@ def test_container_is_hardened(host, name):
     assert config["LogConfig"]["Type"] == "journald"
     assert config["LogConfig"]["Config"]["tag"] == labels_service(name)
     assert config["Memory"] > 0 and config["NanoCpus"] > 0
+    assert config["PidsLimit"] == 256
     labels = details["Config"]["Labels"]
     assert labels["org.sprintpoints.version"] == "2"
     assert labels["org.sprintpoints.service"] == name.removeprefix("sp-").removesuffix(

@@ -35,6 +35,8 @@ def test_daemon_json_merges_options_over_defaults(host):
     config = json.loads(host.file("/etc/docker/daemon.json").content_string)
     assert config["log-opts"] == {"max-size": "20m", "max-file": "5"}
     assert config["live-restore"] is True
+    assert config["icc"] is False
+    assert config["no-new-privileges"] is True
     assert host.file("/etc/docker/daemon.json").mode == 0o644
 
 
@@ -76,3 +78,24 @@ def test_container_log_rotation_applies(host):
         "Type": "json-file",
         "Config": {"max-file": "5", "max-size": "20m"},
     }
+
+
+PROBE_IMAGE = "sprintpoints/runtime:bookworm"
+
+
+def test_containers_get_no_new_privileges_by_default(host):
+    status = host.check_output(
+        f"docker run --rm {PROBE_IMAGE} grep NoNewPrivs /proc/self/status"
+    )
+    assert status.split() == ["NoNewPrivs:", "1"]
+
+
+def test_containers_on_the_default_bridge_cannot_talk_to_each_other(host):
+    """icc off: another container does not reach the probe's port directly (its published port,
+    through the host, is reachable: test_published_port_reachable_from_runner)."""
+    probe = host.check_output(
+        "docker inspect --format '{{ .NetworkSettings.IPAddress }}' probe-http"
+    )
+    connect = f"import socket; socket.create_connection(('{probe}', 8080), timeout=3); print('reached')"
+    attempt = host.run(f'docker run --rm {PROBE_IMAGE} python3 -c "{connect}"')
+    assert attempt.rc != 0 and "reached" not in attempt.stdout, attempt.stdout
