@@ -270,7 +270,7 @@ def drill(lab: Lab, name: str, workdir: Path, args: argparse.Namespace) -> dict:
         time.sleep(0.2)
     time.sleep(args.lead)
     log(f"{name}: {what}")
-    began = time.monotonic()
+    began, began_epoch = time.monotonic(), time.time()
     inject(lab)
     ended = time.monotonic()
     recovered = None
@@ -311,6 +311,18 @@ def drill(lab: Lab, name: str, workdir: Path, args: argparse.Namespace) -> dict:
         "replayed": {
             k: v for k, v in verdict.get("counts", {}).items() if "replayed" in k
         },
+        # What failed, when (seconds after the fault began) and how slowly: enough to tell a
+        # request in flight on what died from one that waited on something it left behind.
+        "failed_samples": [
+            {
+                "kind": r.get("kind"),
+                "reason": r.get("reason"),
+                "message": r.get("message"),
+                "at_s": round(r.get("t0", 0) - began_epoch, 1),
+                "latency_ms": r.get("latency_ms"),
+            }
+            for r in failed[:20]
+        ],
         "fault_seconds": round(ended - began, 1),
         "back_to_full_seconds": None if recovered is None else round(recovered, 1),
     }

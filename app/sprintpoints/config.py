@@ -37,7 +37,7 @@ class Settings:
     db_pool_max: int = 10
     db_connect_timeout: int = 3
     db_statement_timeout_ms: int = 5000
-    db_idle_in_transaction_timeout_ms: int = 3000
+    db_idle_in_transaction_timeout_ms: int = 2000
     # inter-service
     internal_token: str = ""
     http_timeout: float = 5.0
@@ -173,7 +173,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
             db_connect_timeout=env.int("DB_CONNECT_TIMEOUT", 3, lo=1, hi=60),
             db_statement_timeout_ms=env.int("DB_STATEMENT_TIMEOUT_MS", 5000, lo=0, hi=3_600_000),
             db_idle_in_transaction_timeout_ms=env.int(
-                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 3000, lo=0, hi=3_600_000
+                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 2000, lo=0, hi=3_600_000
             ),
         )
     if migrate:

@@ -76,8 +76,9 @@ def test_tuning_from_variables_is_live(host):
     )
     assert (
         applied
-        == "tcp_keepalives_count=3,tcp_keepalives_idle=5,tcp_keepalives_interval=2"
+        == "tcp_keepalives_count=3,tcp_keepalives_idle=2,tcp_keepalives_interval=1"
     )
+    assert query(host, "SHOW client_connection_check_interval") == "1s"
 
 
 def test_server_lines_go_to_the_journal_with_the_connecting_application(host):
