@@ -7,6 +7,7 @@ a semaphore bounds concurrent checkouts so a burst waits for a connection instea
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -76,7 +77,11 @@ class Pool:
                 conn = self._idle.pop() if self._idle else None
                 self._in_use += 1
                 self._gauges.update(self._in_use, len(self._idle))
-            if conn is None or conn.closed:
+            while conn is not None and not _still_open(conn):
+                conn.close()  # the server ended it while idle (a restart): never a request's
+                with self._idle_lock:
+                    conn = self._idle.pop() if self._idle else None
+            if conn is None:
                 conn = psycopg2.connect(**self._kwargs)
         except BaseException:
             with self._idle_lock:
@@ -113,6 +118,19 @@ class Pool:
             self._gauges.update(self._in_use, 0, force=True)
         for conn in idle:
             conn.close()
+
+
+def _still_open(conn: psycopg2.extensions.connection) -> bool:
+    """An idle connection the server has not ended. An idle one has nothing to read: if its
+    socket is readable, the server sent its goodbye (a restart's "terminating connection") or
+    closed it. One select() with no wait, no round trip."""
+    if conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg2.Error):
+        return False
+    return not readable
 
 
 def get_pool(app: Flask | None = None) -> Pool:

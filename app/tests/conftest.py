@@ -238,7 +238,13 @@ def live(databases, tmp_path_factory) -> Services:
             "vendor-failing", {"SERVICE": "vendor-stub", "VENDOR_FAILURE_RATE": "1.0"}, workers=1
         )
         web = services.start("web", {**databases["web"].env("web"), "REGISTRY_URL": registry.url})
-        redeem_env = {**databases["redeem"].env("redeem"), "WEB_URL": web.url}
+        # The live redeem services run no reconciler passes: a pass would take the advisory lock
+        # and settle rows that the reconciler's own tests set up and settle step by step.
+        redeem_env = {
+            **databases["redeem"].env("redeem"),
+            "WEB_URL": web.url,
+            "RECONCILE_INTERVAL_S": "0",
+        }
         services.start("redeem", {**redeem_env, "VENDOR_URL": vendor.url})
         services.start("redeem-failing", {**redeem_env, "VENDOR_URL": vendor_down.url}, workers=1)
         services.wait_ready()

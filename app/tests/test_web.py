@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
@@ -9,7 +10,7 @@ import pytest
 
 from sprintpoints.config import load_settings
 
-from .conftest import TOKEN, assert_error, unique
+from .conftest import TOKEN, admin_execute, assert_error, unique
 
 INTERNAL = {"X-Internal-Token": TOKEN}
 
@@ -203,3 +204,19 @@ def test_a_transaction_left_open_by_a_dead_process_frees_its_locks_in_time(api, 
             cur.execute("SELECT 1")  # the server ended the stranded session
     finally:
         stranded.close()
+
+
+def test_connections_the_server_ended_while_idle_are_never_handed_to_a_request(make_app, databases):
+    """A database restart ends every pooled connection; the next requests must get fresh
+    ones, not a 503 for each dead one left in the pool."""
+    client = make_app("web").test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/leaderboard").status_code == 200
+    admin_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{databases['web'].name}' AND pid <> pg_backend_pid()"
+    )
+    time.sleep(0.2)  # the goodbyes arrive
+    for _ in range(3):
+        answer = client.get("/api/v1/leaderboard")
+        assert answer.status_code == 200, answer.get_json()
