@@ -21,6 +21,8 @@ Faults (each bounded in time; the machine's own disk is never filled):
   postgres-stop     stop PostgreSQL for 10 s
   haproxy-restart   restart HAProxy
   vendor-down       stop every vendor-stub container for 10 s (the vendor fails 100 %)
+  app-host-disk-full  fill the disk that holds one app host's /var/lib/docker to 95 % for 20 s
+                    (the lab gives each app host a disk of its own: LAB_APP_DISK_GB)
 """
 
 from __future__ import annotations
@@ -222,6 +224,38 @@ def _haproxy_restart(lab: Lab) -> None:
     lab.run(lab.lb, "systemctl", "restart", "haproxy")
 
 
+# Run on the app host: fill the filesystem of the engine's data root (images, containers, their
+# logs) until df says 95 % used, with one preallocated file; print the use it reached.
+FILL = "/var/lib/docker/sprintpoints-fault-fill"
+FILL_TO_95 = f"""
+import os
+st = os.statvfs("/var/lib/docker")
+used, avail = (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
+fill = int(0.95 * (used + avail)) - used
+assert fill > 0, f"already {{100 * used // (used + avail)}} % used"
+fd = os.open("{FILL}", os.O_CREAT | os.O_WRONLY, 0o600)
+os.posix_fallocate(fd, 0, fill)
+os.close(fd)
+st = os.statvfs("/var/lib/docker")
+used, avail = (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
+print(round(100 * used / (used + avail), 1))
+"""
+
+
+def _app_host_disk_full(lab: Lab) -> None:
+    host = lab.app_hosts[0]
+    filled = lab.run(host, "python3", "-c", FILL_TO_95)
+    try:
+        if filled.returncode != 0:
+            raise RuntimeError(
+                f"{host}: could not fill its disk: {filled.stderr.strip()}"
+            )
+        log(f"{host}: /var/lib/docker {filled.stdout.strip()} % used")
+        time.sleep(20)
+    finally:
+        lab.run(host, "rm", "-f", FILL)
+
+
 def _vendor_down(lab: Lab) -> None:
     for host in lab.app_hosts:
         lab.in_engine(host, "docker stop -t 0 $(docker ps -q -f name=sp-vendor-stub)")
@@ -243,6 +277,10 @@ FAULTS: dict[str, tuple[str, Callable[[Lab], None]]] = {
     "postgres-stop": ("PostgreSQL stopped for 10 s", _postgres_stop),
     "haproxy-restart": ("HAProxy restarted", _haproxy_restart),
     "vendor-down": ("the vendor down (100 % failures) for 10 s", _vendor_down),
+    "app-host-disk-full": (
+        "one app host's disk (its engine's data) 95 % full for 20 s",
+        _app_host_disk_full,
+    ),
 }
 
 

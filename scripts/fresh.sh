@@ -50,6 +50,15 @@ else
   say "no Docker engine answers: no container or image to remove"
 fi
 
+# The app hosts' disks are mounted under .lab (playbooks/vars/lab.yml): unmounted first, or
+# rm cannot remove them.
+for disk in .lab/disks/*.img; do
+  [ -e "$disk" ] || continue
+  if mountpoint -q "${disk%.img}"; then
+    say "unmounting ${disk%.img}"
+    umount "${disk%.img}"
+  fi
+done
 say "removing the lab's files, the venvs and the caches"
 rm -rf .lab inventories/lab/hosts.yml .venv app/.venv .ansible .cache .pytest_cache .ruff_cache \
   app/.pytest_cache app/.ruff_cache app/*.egg-info app/build \

@@ -157,10 +157,11 @@ else
 fi
 
 # --- molecule -----------------------------------------------------------------------
-# The roles' scenarios are independent (their own hosts and network each) and spend most of
-# their time waiting on apt, systemd and the engine: MOLECULE_JOBS of them run side by side
-# (default 2, the machine's cores; 1 runs them one by one, each log streamed). The full-stack
-# scenarios run after them, alone: they measure rollouts under load.
+# Every scenario has its own hosts and network. MOLECULE_JOBS of them run side by side (default
+# 2, the machine's cores; 1 runs them one by one, each log streamed): the full-stack scenario
+# first, as it is the longest (about half the run), beside it the roles' scenarios one after the
+# other, which spend most of their time waiting on apt, systemd and the engine; once it ends,
+# the rest of them two at a time.
 scenario_name() {
   case $1 in
     roles/*) local name=${1#roles/}; echo "molecule-${name/\/molecule\//-}" ;;  # roles/haproxy/molecule/default -> molecule-haproxy-default
@@ -202,8 +203,9 @@ if [ -z "$scenarios" ]; then
   missing molecule molecule "no molecule scenario yet"
 fi
 jobs_max=${MOLECULE_JOBS:-2}
-for dir in $scenarios; do
-  case $dir in roles/*) ;; *) continue ;; esac
+# The full-stack scenarios first (molecule/<name>), then the roles' (roles/<role>/molecule/<name>).
+ordered=$(printf '%s\n' $scenarios | grep -v '^roles/'; printf '%s\n' $scenarios | grep '^roles/')
+for dir in $ordered; do
   if [ "$jobs_max" -le 1 ]; then
     step molecule "$(scenario_name "$dir")" run_molecule "$dir"
     continue
@@ -212,10 +214,6 @@ for dir in $scenarios; do
   background_step "$(scenario_name "$dir")" run_molecule "$dir"
 done
 collect_steps
-for dir in $scenarios; do
-  case $dir in roles/*) continue ;; esac
-  step molecule "$(scenario_name "$dir")" run_molecule "$dir"
-done
 
 # --- summary ------------------------------------------------------------------------
 summary

@@ -231,13 +231,44 @@ def test_rollback_returns_to_the_version_before(tmp_path):
     assert running_versions() == {OLD}
 
 
+def test_a_host_without_room_for_the_image_is_refused_before_anything_changes():
+    """The push measures the disk of each host that lacks the image before it copies anything:
+    a host that would keep less than app_service_min_free_mb free (here: more than any disk
+    has) stops the rollout with what is free, what is needed and the knob; the lock is
+    released and every host still runs the version before."""
+    roomless = f"{OLD}-roomless"
+    subprocess.run(
+        ["docker", "tag", f"sprintpoints:{NEW}", f"sprintpoints:{roomless}"], check=True
+    )
+    run = run_playbook(
+        "rolling_update.yml",
+        "-e",
+        f"app_version={roomless}",
+        "-e",
+        "app_service_min_free_mb=100000000",
+        env={"APP_VERSION": roomless},
+    )
+    out = " ".join(run.stdout.split())
+    assert run.returncode != 0
+    assert "stack-app1 has no room for sprintpoints:" in out, run.stdout[-4000:]
+    assert "plus app_service_min_free_mb (100000000)" in out, run.stdout[-4000:]
+    assert "Nothing was changed" in out
+    # the audit keeps the reason, whichever host gave it
+    assert "has no room for" in audit_entries()[-1]["detail"], audit_entries()[-1]
+    assert running_versions() == {OLD}
+    for app in APP_HOSTS:
+        assert (
+            not host(app).run(f"docker image inspect sprintpoints:{roomless}").succeeded
+        )
+
+
 def test_status_shows_versions_lock_and_audit():
     run = run_playbook("status.yml")
     assert run.returncode == 0, run.stdout[-3000:]
     assert re.search(rf"stack-app1 web +[ab] +{re.escape(OLD)} ", run.stdout), (
         run.stdout[-3000:]
     )
-    assert "msg: free" in run.stdout
+    assert "msg: free" in run.stdout  # a refused rollout released its lock too
     assert f"rollout {OLD} -> {NEW} success" in run.stdout
     assert f"rollout {NEW} -> {BROKEN} failed" in run.stdout
     assert f"rollback {NEW} -> {OLD} success" in run.stdout
