@@ -229,6 +229,13 @@ def _haproxy_restart(lab: Lab) -> None:
 FILL = "/var/lib/docker/sprintpoints-fault-fill"
 FILL_TO_95 = f"""
 import os
+# Only a disk of the host's own (a loop device, as the lab and the full-stack scenario give their
+# app hosts), never a filesystem that is really this machine's.
+mounts = [line.split() for line in open("/proc/self/mountinfo")]
+source = [m[m.index("-") + 2] for m in mounts if m[4] == "/var/lib/docker"]
+assert source and source[-1].startswith("/dev/loop"), (
+    f"/var/lib/docker is not on a disk of this host's own (source: {{source}}): not filling it"
+)
 st = os.statvfs("/var/lib/docker")
 used, avail = (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
 fill = int(0.95 * (used + avail)) - used

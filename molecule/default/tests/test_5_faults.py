@@ -1,13 +1,12 @@
 """Faults under load on the full stack, last (they restart hosts): scripts/fault-drill.py
 cuts an app host's power (its packets stop, a write transaction of it open on every account,
 then a hard restart), kills redeem on every app host three times, stops PostgreSQL for 10 s,
-restarts HAProxy and takes the vendor down for 10 s, each under a bounded stream of mixed
-requests. No point may be lost or counted twice (the ledger check, after redeem's reconciler
+restarts HAProxy, takes the vendor down for 10 s and fills an app host's disk (its engine's data,
+a disk of its own: disks.yml) to 95 % for 20 s, each under a bounded stream of mixed requests. No point may be lost or counted twice (the ledger check, after redeem's reconciler
 has settled what the kills interrupted), the stack must come back, and a request may fail only
 because it was in flight on what died, or because what it needed was down on purpose (the
-database's JSON 503, the vendor's 502). The disk fault runs on the lab only (`make faults`): it
-needs a disk of the app host's own, and this scenario's hosts share the machine's. The drill's
-table is written to reports/faults-stack.json."""
+database's JSON 503, the vendor's 502). The drill's table is written to
+reports/faults-stack.json."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ EXPECTED = {
     "vendor-down": ("HTTP 502 vendor_unavailable",),
 }
 FAULTS = ["app-host-power-loss", "redeem-kill", "postgres-stop", "haproxy-restart"]
-FAULTS += ["vendor-down"]
+FAULTS += ["vendor-down", "app-host-disk-full"]
 
 
 def test_faults_lose_no_point_and_the_stack_comes_back(base_url):
