@@ -169,7 +169,8 @@ print(reply[:1].decode() + ' ' + reply[5:].decode(errors='replace'))
     encoded = base64.b64encode(
         script.encode()
     ).decode()  # no shell quoting of the script
-    return host(from_host).run(f"echo {encoded} | base64 -d | python3").stdout
+    run = host(from_host).run(f"echo {encoded} | base64 -d | python3")
+    return run.stdout or run.stderr
 
 
 def test_app_hosts_reach_postgresql():
@@ -178,10 +179,45 @@ def test_app_hosts_reach_postgresql():
         assert pg_startup(app, db).startswith("R"), f"{app} is not admitted by pg_hba"
 
 
-def test_load_balancer_is_refused_by_pg_hba():
-    answer = pg_startup("stack-lb1", container_address("stack-db1"))
-    assert answer.startswith("E")
+def test_other_hosts_get_no_answer_from_postgresql():
+    # The packet filter (port_access "postgresql") drops them before PostgreSQL sees them.
+    db = container_address("stack-db1")
+    for other in ("stack-lb1", "stack-mon1"):
+        answer = pg_startup(other, db)
+        assert "timed out" in answer, f"{other}: {answer}"
+
+
+def test_pg_hba_refuses_a_host_that_is_not_an_app_host():
+    # Behind the filter, pg_hba still admits the app hosts only: the database host itself,
+    # which the filter lets through, is refused by it on its private address.
+    answer = pg_startup("stack-db1", container_address("stack-db1"))
+    assert answer.startswith("E"), answer
     assert "no pg_hba.conf entry" in answer
+
+
+def test_services_log_in_as_roles_that_own_nothing():
+    # Each service's connections use its app role (reads and writes, owns nothing); only the
+    # migrations log in as the database's owner, and no service container holds its password.
+    db = host("stack-db1")
+    sessions = db.run(
+        "runuser -u postgres -- psql -tA -c \"SELECT DISTINCT datname || ' ' || usename "
+        "FROM pg_stat_activity WHERE application_name LIKE 'sprintpoints-%'\""
+    )
+    assert sessions.rc == 0, sessions.stderr
+    seen = set(sessions.stdout.split("\n")) - {""}
+    assert seen, "no session of a service"
+    assert all(line.split()[1] == line.split()[0] + "_app" for line in seen), seen
+    owned = db.run(
+        "runuser -u postgres -- psql -tA -d sp_web -c "
+        "\"SELECT count(*) FROM pg_class WHERE relowner = 'sp_web_app'::regrole\""
+    )
+    assert owned.stdout.strip() == "0", owned.stdout + owned.stderr
+    for app in APP_HOSTS:
+        mounted = host(app).run(
+            "docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' sp-web sp-web-b"
+        )
+        assert "db_password" in mounted.stdout, mounted.stdout + mounted.stderr
+        assert "migrate__db_password" not in mounted.stdout, mounted.stdout
 
 
 def test_services_are_ready_on_every_app_host():

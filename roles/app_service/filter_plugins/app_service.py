@@ -127,11 +127,48 @@ def active_slot(found: list[dict], services: list[dict], prefix: str = "sp-") ->
     return "b" if running == {"b"} else "a"
 
 
+# A secret only the service's migration gets (migrate_secrets: the owner's database password,
+# where the service itself logs in as a role that owns nothing) is the file migrate_<name>.
+MIGRATE_FILE_PREFIX = "MIGRATE__"
+
+
+def _secret_items(service: dict) -> dict[str, object]:
+    """Every secret file of a service by its "<NAME>": the service's secrets, then its
+    migration's own as "MIGRATE__<NAME>"."""
+    items = dict(service.get("secrets") or {})
+    for name, value in (service.get("migrate_secrets") or {}).items():
+        items[MIGRATE_FILE_PREFIX + name] = value
+    return items
+
+
 def secret_files(services: list[dict]) -> list[str]:
-    """One "<service>/<NAME>" per secret of every service."""
-    return [
-        f"{s['name']}/{name}" for s in services for name in (s.get("secrets") or {})
-    ]
+    """One "<service>/<NAME>" per secret file of every service (its migration's included)."""
+    return [f"{s['name']}/{name}" for s in services for name in _secret_items(s)]
+
+
+def secret_value(services: list[dict], file: str) -> object:
+    """The value to write for one "<service>/<NAME>" of secret_files."""
+    service, name = file.split("/", 1)
+    return _secret_items(next(s for s in services if s["name"] == service))[name]
+
+
+def secret_mounts(
+    names: list[str], secret_dir: str, migrate_names: list[str] = ()
+) -> list[dict]:
+    """Read-only bind mounts of a service's secret files at /run/secrets/<name in lower case>;
+    for its migration (migrate_names given), its own files in place of or besides those."""
+    mounts = []
+    for name in [n for n in names if n not in migrate_names] + list(migrate_names):
+        file = (MIGRATE_FILE_PREFIX + name if name in migrate_names else name).lower()
+        mounts.append(
+            {
+                "type": "bind",
+                "read_only": True,
+                "source": f"{secret_dir}/{file}",
+                "target": f"/run/secrets/{name.lower()}",
+            }
+        )
+    return mounts
 
 
 def _relative(files: list[dict], base_dir: str) -> dict[str, dict]:
@@ -160,7 +197,7 @@ def secret_files_ok(
     listing = _relative(found, base_dir)
     ok = []
     for service in services:
-        for name, value in (service.get("secrets") or {}).items():
+        for name, value in _secret_items(service).items():
             f = listing.get(f"{service['name']}/{name.lower()}")
             if (
                 f is not None
@@ -207,6 +244,8 @@ class FilterModule:
             "app_service_other_slot": other_slot,
             "app_service_slot_containers": slot_containers,
             "app_service_secret_files": secret_files,
+            "app_service_secret_value": secret_value,
+            "app_service_secret_mounts": secret_mounts,
             "app_service_secret_dirs_ok": secret_dirs_ok,
             "app_service_secret_files_ok": secret_files_ok,
             "app_service_secret_revs": secret_revs,

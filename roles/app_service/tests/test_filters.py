@@ -208,3 +208,51 @@ def test_the_filters_are_registered_under_the_role_prefix():
     names = f.FilterModule().filters()
     assert all(name.startswith("app_service_") for name in names)
     assert names["app_service_containers"] is f.containers
+
+
+# The migration's own secrets: the owner's DB_PASSWORD, which the service never mounts.
+MIGRATING = [
+    {"name": "web", "port": 8001,
+     "secrets": {"DB_PASSWORD": "app-pw", "INTERNAL_TOKEN": "tok"},
+     "migrate_secrets": {"DB_PASSWORD": "owner-pw"}},
+]  # fmt: skip
+
+
+def test_a_migration_secret_is_a_file_of_its_own():
+    assert f.secret_files(MIGRATING) == [
+        "web/DB_PASSWORD",
+        "web/INTERNAL_TOKEN",
+        "web/MIGRATE__DB_PASSWORD",
+    ]
+    assert f.secret_value(MIGRATING, "web/DB_PASSWORD") == "app-pw"
+    assert f.secret_value(MIGRATING, "web/MIGRATE__DB_PASSWORD") == "owner-pw"
+    found = [entry("web/migrate__db_password", checksum=sha1("owner-pw"))]
+    assert f.secret_files_ok(MIGRATING, found, BASE, 10001, 10001) == [
+        "web/MIGRATE__DB_PASSWORD"
+    ]
+
+
+def test_the_service_never_mounts_its_migration_secret():
+    mounts = f.secret_mounts(["DB_PASSWORD", "INTERNAL_TOKEN"], f"{BASE}/web")
+    assert [(m["source"], m["target"]) for m in mounts] == [
+        (f"{BASE}/web/db_password", "/run/secrets/db_password"),
+        (f"{BASE}/web/internal_token", "/run/secrets/internal_token"),
+    ]
+    assert all(m["read_only"] and m["type"] == "bind" for m in mounts)
+
+
+def test_the_migration_mounts_its_own_file_in_place_of_the_service_one():
+    mounts = f.secret_mounts(
+        ["DB_PASSWORD", "INTERNAL_TOKEN"], f"{BASE}/web", ["DB_PASSWORD"]
+    )
+    assert sorted((m["source"], m["target"]) for m in mounts) == [
+        (f"{BASE}/web/internal_token", "/run/secrets/internal_token"),
+        (f"{BASE}/web/migrate__db_password", "/run/secrets/db_password"),
+    ]
+
+
+def test_the_migration_secret_does_not_re_create_the_service_containers():
+    found = [entry("web/db_password", inode=11), entry("web/internal_token", inode=12)]
+    before = f.secret_revs(MIGRATING, found, BASE)
+    found.append(entry("web/migrate__db_password", inode=13))
+    assert f.secret_revs(MIGRATING, found, BASE) == before == {"web": "11-12"}

@@ -172,6 +172,9 @@ def test_migrations_ran_once_on_the_first_host_only(host):
     state = host.file("/srv/standin-state/migrations-web")
     if host.backend.host == "app_service-app1":
         assert state.content_string.split() == ["0001", "0002"]
+        # as the owner (migrate_env, migrate_secrets), not as the service's own login
+        login = host.file("/srv/standin-state/login-web").content_string.split()
+        assert login == ["standin_owner", "molecule-test-db-owner-password-77b1e0"]
     else:
         assert not state.exists
     leftovers = host.check_output(
@@ -254,3 +257,16 @@ def test_container_logs_reach_the_hosts_journal_with_their_service(host):
     assert (
         host.run("docker logs --tail 5 sp-web").rc == 0
     )  # docker logs still reads them
+
+
+def test_the_service_never_mounts_its_migration_secret(host):
+    mounts = host.check_output(
+        "docker inspect -f '{{range .Mounts}}{{.Destination}}={{.Source}} {{end}}' sp-web"
+    ).split()
+    secrets = sorted(m for m in mounts if m.startswith("/run/secrets/"))
+    assert secrets == [
+        "/run/secrets/db_password=/etc/sprintpoints/secrets/web/db_password",
+        "/run/secrets/internal_token=/etc/sprintpoints/secrets/web/internal_token",
+    ], mounts
+    env = host.check_output("docker inspect -f '{{json .Config.Env}}' sp-web")
+    assert "DB_USER=standin_app" in env and "standin_owner" not in env

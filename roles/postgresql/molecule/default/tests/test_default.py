@@ -147,7 +147,10 @@ def test_pg_hba_has_only_scram_lines_for_own_database_and_user(host, databases):
             assert method == "scram-sha-256", rule
             host_rules.append((database, user, address, netmask))
     expected = {
-        (d["name"], d["owner"], "10.250.50.20", "255.255.255.255") for d in databases
+        (d["name"], user, "10.250.50.20", "255.255.255.255")
+        for d in databases
+        for user in [d["owner"], d.get("app_user")]
+        if user
     }
     assert set(host_rules) == expected
 
@@ -229,6 +232,55 @@ def test_client_owner_logs_in_and_writes_its_own_database(client, databases):
     assert counted.stdout.strip() == "3"
     dropped = psql_remote(*login, f"DROP TABLE {table}")
     assert dropped.rc == 0, dropped.stderr
+
+
+def test_the_app_role_reads_and_writes_tables_but_owns_nothing(client, databases):
+    web = databases[0]
+    table = f"verify_{uuid.uuid4().hex[:8]}"
+    owner = (client, web["owner"], web["password"], web["name"])
+    app = (client, web["app_user"], web["app_password"], web["name"])
+    # A table the owner creates after the role's converge (a migration) is the app role's to use.
+    created = psql_remote(
+        *owner, f"CREATE TABLE {table} (id serial PRIMARY KEY, note text)"
+    )
+    assert created.rc == 0, created.stderr
+    wrote = psql_remote(
+        *app,
+        f"INSERT INTO {table} (note) VALUES ('a'), ('b'); UPDATE {table} SET note = 'c'; "
+        f"DELETE FROM {table} WHERE id = 1; SELECT count(*) FROM {table}",
+    )
+    assert wrote.rc == 0, wrote.stderr
+    assert wrote.stdout.strip().splitlines()[-1] == "1"
+    # ... and nothing more: no DDL, no ownership, no other database.
+    for sql, refusal in [
+        (f"DROP TABLE {table}", "must be owner of table"),
+        (f"ALTER TABLE {table} ADD COLUMN x int", "must be owner of table"),
+        ("CREATE TABLE intruder (id int)", "permission denied for schema public"),
+        (f"TRUNCATE {table}", "permission denied for table"),
+    ]:
+        cmd = psql_remote(*app, sql)
+        assert cmd.rc != 0 and refusal in cmd.stderr, (sql, cmd.stderr)
+    cmd = psql_remote(
+        client, web["app_user"], web["app_password"], "postgres", "SELECT 1"
+    )
+    assert cmd.rc != 0 and "no pg_hba.conf entry" in cmd.stderr
+    assert psql_remote(*owner, f"DROP TABLE {table}").rc == 0
+
+
+def test_the_app_role_has_no_superpowers(host, databases):
+    web = databases[0]
+    flags = query(
+        host,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin "
+        f"FROM pg_roles WHERE rolname = '{web['app_user']}'",
+    )
+    assert flags == "f|f|f|f|f|t"
+    owned = query(
+        host,
+        f"SELECT count(*) FROM pg_class WHERE relowner = '{web['app_user']}'::regrole",
+        web["name"],
+    )
+    assert owned == "0"
 
 
 def test_client_wrong_password_is_refused(client, databases):
