@@ -50,12 +50,17 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+# Every playbook run's command line and whole output, for the last test: no secret of the
+# scenario may show in any of them (test_6_secrets.py).
+PLAYBOOK_RUNS: list[tuple[str, str]] = []
+
+
 def run_playbook(
     playbook: str, *args: str, env: dict | None = None, inventory: str = INVENTORY
 ):
     """Run one of the project's playbooks against the scenario's hosts; return the
     completed process (never raises: the tests assert on rc and output)."""
-    return subprocess.run(
+    run = subprocess.run(
         [
             "ansible-playbook",
             "-i",
@@ -78,6 +83,8 @@ def run_playbook(
         },
         timeout=900,
     )
+    PLAYBOOK_RUNS.append((" ".join([playbook, *args]), run.stdout + run.stderr))
+    return run
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -12,7 +12,8 @@ from conftest import EPHEMERAL, INVENTORY, PROJECT, host, recap, run_playbook
 
 
 def test_check_mode_on_the_converged_stack_reports_no_change():
-    run = run_playbook("site.yml", "--check", "--diff")
+    # -vvv: every module's arguments and results are printed; test_6 greps them for secrets.
+    run = run_playbook("site.yml", "--check", "--diff", "-vvv")
     assert run.returncode == 0, run.stdout[-3000:]
     counters = recap(run.stdout)
     assert counters, run.stdout[-2000:]

@@ -175,7 +175,8 @@ def test_a_new_version_rolls_with_no_failed_request(tmp_path, base_url):
     before = active_slots()
     started = time.time()
     with Load(tmp_path, base_url) as load:
-        run = rollout(NEW, load)
+        # -vvv: test_6 greps the whole output for secrets.
+        run = rollout(NEW, load, "-vvv")
     assert run.returncode == 0, run.stdout[-4000:]
     # A rollout pages nothing: no alert started firing while it ran (give Alertmanager a
     # group_wait to send what it would have sent).
@@ -368,6 +369,7 @@ def test_a_killed_rollout_leaves_a_trace_and_site_yml_finishes_the_job(
     with Load(tmp_path, base_url) as load:
         run = run_playbook(
             "site.yml",
+            "-vvv",
             "--tags",
             "app",
             "-e",
