@@ -79,6 +79,22 @@ def write(client, text):
     client.check_output("logger -t sptest %s", text)
 
 
+def write_stamped(client, text):
+    """Write a line and wait until the client's own journal holds it.
+
+    logger returns once the line is in journald's socket; journald stamps it when it
+    reads it. On a loaded machine two hosts' journalds read at different speeds, so a
+    test that checks time order must not write the next line before this one is stamped.
+    """
+    write(client, text)
+    stamped = wait_for(
+        lambda: client.run(
+            "journalctl -q -t sptest --output=cat --grep %s", re.escape(text)
+        ).stdout.strip()
+    )
+    assert stamped, f"{text!r} never reached {client.backend.hostname}'s own journal"
+
+
 def test_receiver_listens_on_the_private_address_over_plain_http(
     host, hosts, central_ip
 ):
@@ -97,7 +113,7 @@ def test_lines_of_both_clients_arrive_in_time_order_with_their_hosts(host, hosts
     rid = str(uuid.uuid4())
     order = [CLIENTS[i % 2] for i in range(6)]
     for seq, name in enumerate(order):
-        write(hosts[name], f"request_id={rid} seq={seq} hello")
+        write_stamped(hosts[name], f"request_id={rid} seq={seq} hello")
     rows = wait_for(
         lambda: (r := logs(host, "--request-id", rid)) and len(r) >= 6 and r
     )
