@@ -8,13 +8,27 @@ reason instead of failing on the first request.
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 SERVICES = ("web", "registry", "redeem", "vendor-stub")
 DB_SERVICES = ("web", "registry", "redeem")
-SECRETS = ("DB_PASSWORD", "INTERNAL_TOKEN", "VENDOR_API_KEY")
+SECRETS = (
+    "DB_PASSWORD",
+    "INTERNAL_TOKEN",
+    "INTERNAL_CALL_TOKEN",
+    "INTERNAL_CALLERS",
+    "VENDOR_API_KEY",
+)
+# Who calls whose /internal/ API: each caller presents a token of its own, and each callee
+# accepts the tokens of its own callers only (redeem's token opens nothing on registry).
+INTERNAL_CALLS = {"web": "registry", "redeem": "web"}
+INTERNAL_CALLERS_OF = {"registry": ("web",), "web": ("redeem",)}
+MIN_TOKEN_LENGTH = 16
+_CALLER_ENTRY = re.compile(r"^(?P<caller>[a-z][a-z0-9-]*):(?P<token>\S+)$")
 
 
 class ConfigError(RuntimeError):
@@ -38,7 +52,12 @@ class Settings:
     db_connect_timeout: int = 3
     db_statement_timeout_ms: int = 5000
     db_idle_in_transaction_timeout_ms: int = 2000
-    # inter-service
+    # inter-service: the token this service presents on its /internal/ calls; the callers its
+    # own /internal/ API accepts, (name, token) pairs (a name twice while a token rotates);
+    # and the one token every service shared before (accepted from anyone, presented when a
+    # callee refuses the service's own token), kept for a rollout from such a deployment
+    internal_call_token: str = ""
+    internal_callers: tuple[tuple[str, str], ...] = ()
     internal_token: str = ""
     http_timeout: float = 5.0
     # web
@@ -61,6 +80,23 @@ class Settings:
     @property
     def has_db(self) -> bool:
         return self.service in DB_SERVICES
+
+    def internal_caller(self, supplied: str) -> str | None:
+        """The caller whose token ``supplied`` is, or None. Every accepted token is compared,
+        each in constant time, so the answer's timing tells nothing about which came close."""
+        accepted = list(self.internal_callers)
+        if self.internal_token:
+            accepted.append(("shared", self.internal_token))
+        found = None
+        for name, token in accepted:
+            if hmac.compare_digest(supplied.encode(), token.encode()) and found is None:
+                found = name
+        return found
+
+    def internal_tokens_to_present(self) -> tuple[str, ...]:
+        """This service's own token first, then the shared one for callees that predate it."""
+        tokens = [self.internal_call_token, self.internal_token]
+        return tuple(dict.fromkeys(token for token in tokens if token))
 
     def dsn_kwargs(self) -> dict[str, object]:
         return {
@@ -110,6 +146,31 @@ class _Env:
             return default or ""
         return value
 
+    def callers(self, name: str, service: str) -> tuple[tuple[str, str], ...]:
+        """``<caller>:<token>`` entries, one per line (or separated by spaces or commas). The
+        messages name the entry, never its token."""
+        expected = INTERNAL_CALLERS_OF.get(service, ())
+        entries = []
+        for number, entry in enumerate(re.split(r"[\s,]+", self.str(name)), start=1):
+            if not entry:
+                continue
+            match = _CALLER_ENTRY.match(entry)
+            if match is None:
+                raise ConfigError(f"{name}: entry {number} is not <caller>:<token>")
+            caller, token = match["caller"], match["token"]
+            if caller not in expected:
+                allowed = ", ".join(expected) or "no service"
+                raise ConfigError(
+                    f"{name}: {service} takes /internal/ calls from {allowed}, not {caller!r}"
+                )
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ConfigError(
+                    f"{name}: the token of {caller!r} (entry {number}) is shorter than"
+                    f" {MIN_TOKEN_LENGTH} characters"
+                )
+            entries.append((caller, token))
+        return tuple(entries)
+
     def url(self, name: str, *, required: bool) -> str:
         value = self.str(name, required=required)
         if value and not value.startswith(("http://", "https://")):
@@ -139,6 +200,30 @@ class _Env:
         if not lo <= number <= hi:
             raise ConfigError(f"{name} must be between {lo} and {hi}, got {number}")
         return number
+
+
+def _internal_auth(env: _Env, service: str) -> dict[str, object]:
+    """The tokens of /internal/ calls: the one this service presents, the ones it accepts."""
+    shared = env.str("INTERNAL_TOKEN")
+    values: dict[str, object] = {"internal_token": shared}
+    if service in INTERNAL_CALLS:
+        values["internal_call_token"] = env.str("INTERNAL_CALL_TOKEN")
+        if not values["internal_call_token"] and not shared:
+            raise ConfigError(
+                f"INTERNAL_CALL_TOKEN is required: the token {service} presents to"
+                f" {INTERNAL_CALLS[service]} (or INTERNAL_TOKEN, the token every service"
+                " shared before)"
+            )
+    if service in INTERNAL_CALLERS_OF:
+        values["internal_callers"] = env.callers("INTERNAL_CALLERS", service)
+        if not values["internal_callers"] and not shared:
+            callers = " and ".join(INTERNAL_CALLERS_OF[service])
+            raise ConfigError(
+                f"INTERNAL_CALLERS is required: <caller>:<token> of {callers}, the services"
+                f" that call {service}'s /internal/ API (or INTERNAL_TOKEN, the token every"
+                " service shared before)"
+            )
+    return values
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Settings:
@@ -178,8 +263,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
         )
     if migrate:
         return Settings(**values)  # type: ignore[arg-type]
-    if service in DB_SERVICES:
-        values["internal_token"] = env.str("INTERNAL_TOKEN", required=True)
+    values.update(_internal_auth(env, service))
     if service == "web":
         values.update(
             registry_url=env.url("REGISTRY_URL", required=True),

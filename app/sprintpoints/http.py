@@ -56,12 +56,15 @@ class ServiceClient:
         *,
         caller: str,
         target: str,
-        token: str = "",
+        tokens: tuple[str, ...] = (),
         timeout: float = 5.0,
         headers=None,
     ):
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        # X-Internal-Token: the caller's own first; the next one only when the callee refuses
+        # it (401: refused before any handler ran, so resending is safe), as a callee still on
+        # a version from before per-caller tokens does during a rollout.
+        self.tokens = tuple(tokens)
         self.timeout = urllib3.Timeout(connect=min(2.0, timeout), read=timeout)
         self.extra_headers = dict(headers or {})
         self.caller, self.target = caller, target
@@ -75,12 +78,20 @@ class ServiceClient:
     def request(self, method: str, path: str, payload: dict | None = None, *, retries=0) -> Reply:
         headers = {"Accept": "application/json", "X-Request-ID": current_request_id()}
         headers.update(self.extra_headers)
-        if self.token:
-            headers["X-Internal-Token"] = self.token
         body = None
         if payload is not None:
             body = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
+        *earlier, last = self.tokens or ("",)
+        for token in earlier:
+            reply = self._send(method, path, body, {**headers, "X-Internal-Token": token}, retries)
+            if reply.status != 401:
+                return reply
+        if last:
+            headers["X-Internal-Token"] = last
+        return self._send(method, path, body, headers, retries)
+
+    def _send(self, method: str, path: str, body, headers: dict, retries: int) -> Reply:
         started = time.perf_counter()
         try:
             response = _manager().request(

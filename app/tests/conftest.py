@@ -33,7 +33,15 @@ ADMIN_DSN = os.environ.get(
 )
 DB_HOST = os.environ.get("SPRINTPOINTS_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = os.environ.get("SPRINTPOINTS_TEST_DB_PORT", "5432")
-TOKEN = "test-internal-token-" + secrets.token_hex(8)
+# /internal/ tokens as a deployment hands them out: one per calling service, each accepted by
+# its callee only. TOKEN is redeem's, the one that opens web's /internal/ API.
+TOKEN = "test-redeem-token-" + secrets.token_hex(8)
+WEB_TOKEN = "test-web-token-" + secrets.token_hex(8)
+INTERNAL_ENV = {
+    "web": {"INTERNAL_CALL_TOKEN": WEB_TOKEN, "INTERNAL_CALLERS": f"redeem:{TOKEN}"},
+    "registry": {"INTERNAL_CALLERS": f"web:{WEB_TOKEN}"},
+    "redeem": {"INTERNAL_CALL_TOKEN": TOKEN},
+}
 VENV_BIN = Path(sys.executable).parent
 DB_SERVICES = ("web", "registry", "redeem")
 
@@ -172,8 +180,8 @@ class Services:
             "APP_VERSION": "test-1.2.3",
             "WEB_CONCURRENCY": str(workers),
             "GUNICORN_THREADS": str(threads),
-            "INTERNAL_TOKEN": TOKEN,
             "LOG_LEVEL": "info",
+            **INTERNAL_ENV.get(env.get("SERVICE", ""), {}),
             **env,
         }
         log_path = self.logdir / f"{name}.log"
@@ -254,7 +262,7 @@ def live(databases, tmp_path_factory) -> Services:
 
 
 def _app_env(databases, live, service: str, **extra) -> dict[str, str]:
-    env = {"TESTING": "1", "APP_VERSION": "test-1.2.3", "INTERNAL_TOKEN": TOKEN}
+    env = {"TESTING": "1", "APP_VERSION": "test-1.2.3", **INTERNAL_ENV.get(service, {})}
     if service in DB_SERVICES:
         env.update(databases[service].env(service))
     if service == "web":

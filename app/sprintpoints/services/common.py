@@ -1,11 +1,11 @@
-"""Endpoints on every service: /healthz, /readyz, /version, /openapi.yaml; internal-token guard."""
+"""Endpoints on every service: /healthz, /readyz, /version, /openapi.yaml; and the guard of
+/internal/ calls (each caller's own token, checked by the callee)."""
 
 from __future__ import annotations
 
-import hmac
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from .. import db
 from ..errors import ApiError
@@ -18,11 +18,10 @@ def _guard_internal() -> None:
     if not request.path.startswith("/internal/"):
         return
     settings = current_app.config["SETTINGS"]
-    supplied = request.headers.get("X-Internal-Token", "")
-    if not settings.internal_token or not hmac.compare_digest(
-        supplied.encode(), settings.internal_token.encode()
-    ):
+    caller = settings.internal_caller(request.headers.get("X-Internal-Token", ""))
+    if caller is None:
         raise ApiError(401, "unauthorized", "a valid X-Internal-Token header is required")
+    g.internal_caller = caller
 
 
 @bp.get("/healthz")

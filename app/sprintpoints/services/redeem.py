@@ -272,7 +272,7 @@ def init_app(app: Flask) -> None:
         settings.web_url,
         caller="redeem",
         target="web",
-        token=settings.internal_token,
+        tokens=settings.internal_tokens_to_present(),
         timeout=settings.http_timeout,
     )
     vendor_headers = {"X-Api-Key": settings.vendor_api_key} if settings.vendor_api_key else {}

@@ -347,7 +347,7 @@ def init_app(app: Flask) -> None:
         settings.registry_url,
         caller="web",
         target="registry",
-        token=settings.internal_token,
+        tokens=settings.internal_tokens_to_present(),
         timeout=settings.http_timeout,
     )
     app.extensions["sprintpoints_cache"] = PositiveCache(settings.membership_cache_ttl)
