@@ -220,6 +220,38 @@ def test_services_log_in_as_roles_that_own_nothing():
         assert "migrate__db_password" not in mounted.stdout, mounted.stdout
 
 
+@pytest.mark.parametrize(
+    ("port", "request_line", "caller", "answer"),
+    [
+        (9002, "GET /internal/v1/users/nobody-here", "web", 404),
+        (9002, "GET /internal/v1/users/nobody-here", "redeem", 401),
+        (9001, "POST /internal/v1/refunds", "redeem", 404),
+        (9001, "POST /internal/v1/refunds", "web", 401),
+    ],
+    ids=[
+        "registry takes web",
+        "registry refuses redeem",
+        "web takes redeem",
+        "web not itself",
+    ],
+)
+def test_each_internal_api_takes_its_own_callers_token_only(
+    port, request_line, caller, answer
+):
+    # From an app host, through HAProxy's internal frontend, as the services call each other;
+    # the token is read from the caller's secret file there, so it never shows in a command.
+    method, path = request_line.split()
+    url = f"http://{container_address('stack-lb1')}:{port}{path}"
+    token_file = f"/etc/sprintpoints/secrets/{caller}/internal_call_token"
+    body = """-H 'Content-Type: application/json' -d '{"ref": "no-such-ref"}'"""
+    code = host("stack-app1").run(
+        f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' -X {method} "
+        f"{body if method == 'POST' else ''} "
+        f'-H "X-Internal-Token: $(cat {token_file})" {url}'
+    )
+    assert code.stdout == str(answer), code
+
+
 def test_services_are_ready_on_every_app_host():
     for app in APP_HOSTS:
         address = container_address(app)

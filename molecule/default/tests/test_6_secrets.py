@@ -19,7 +19,12 @@ def secrets() -> dict[str, str]:
         for path in sorted((EPHEMERAL / "secrets").iterdir())
         if path.is_file() and path.read_text().strip()
     }
-    assert {"db-web", "internal-token", "vendor-api-key"} <= set(found), found
+    assert {
+        "db-web",
+        "internal-token-web",
+        "internal-token-redeem",
+        "vendor-api-key",
+    } <= set(found), found
     return found
 
 
