@@ -2,7 +2,7 @@
 """Test backend for the haproxy molecule scenario.
 
 Answers every request with JSON naming the service and server instance that answered, the path, and the
-request id and X-Forwarded-For it received. GET /readyz and /healthz answer 503 while /run/echo-backend/<instance>.down
+request id, X-Forwarded-For and X-Forwarded-Proto it received. GET /readyz and /healthz answer 503 while /run/echo-backend/<instance>.down
 exists (so a test can make one instance fail its health check).
 Usage: echo_backend.py SERVICE-SERVER-PORT (the systemd instance name)
 """
@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
                 "path": self.path,
                 "request_id": self.headers.get("X-Request-ID"),
                 "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+                "x_forwarded_proto": self.headers.get("X-Forwarded-Proto"),
             }
         ).encode()
         self.send_response(status)

@@ -3,8 +3,10 @@ runtime server states kept across reloads and restarts."""
 
 import http.client
 import json
+import os
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -17,6 +19,8 @@ testinfra_hosts = ["haproxy-lb"]
 SOCKET = "/run/haproxy/admin.sock"
 STATE_FILE = "/var/lib/haproxy/server-state"
 UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+# The scenario's CA (converge.yml made it and signed the load balancer's certificate).
+CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "tls", "ca.crt")
 
 
 @pytest.fixture(scope="module")
@@ -431,3 +435,48 @@ def test_disabled_server_starts_in_maintenance_and_keeps_its_runtime_state(host)
     finally:
         runtime_api(host, f"set server {server} state maint")
     assert statuses_after(host, "reload")[server].startswith("MAINT")
+
+
+def test_https_serves_the_site_certificate_with_hsts(lb_ip):
+    reply = requests.get(f"https://{lb_ip}/api/v1/alpha", timeout=5, verify=CA)
+    assert reply.status_code == 200
+    assert reply.headers["Strict-Transport-Security"] == "max-age=63072000"
+    # Plain HTTP still answers here (haproxy_https_redirect: false), without HSTS.
+    assert "Strict-Transport-Security" not in get(lb_ip, "/api/v1/alpha").headers
+
+
+def test_the_backend_is_told_the_scheme_the_client_used(lb_ip):
+    # The echo backend names the X-Forwarded-Proto it got; a client's own claim is overwritten.
+    spoof = {"X-Forwarded-Proto": "https"}
+    over_http = get(lb_ip, "/api/v1/alpha", headers=spoof).json()
+    over_https = requests.get(
+        f"https://{lb_ip}/api/v1/alpha",
+        timeout=5,
+        verify=CA,
+        headers={"X-Forwarded-Proto": "http"},
+    ).json()
+    assert over_http["x_forwarded_proto"] == "http"
+    assert over_https["x_forwarded_proto"] == "https"
+
+
+@pytest.mark.parametrize("version", ["TLSv1_1", "TLSv1_2", "TLSv1_3"])
+def test_only_tls_1_2_and_later_is_served(lb_ip, version):
+    context = ssl.create_default_context(cafile=CA)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1
+    context.minimum_version = context.maximum_version = getattr(ssl.TLSVersion, version)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection((lb_ip, 443), timeout=5)
+    if version == "TLSv1_1":
+        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION"):
+            context.wrap_socket(raw, server_hostname=lb_ip)
+        return
+    with context.wrap_socket(raw, server_hostname=lb_ip) as tls:
+        assert tls.version() == version.replace("_", ".")
+        assert tls.selected_alpn_protocol() == "h2"
+
+
+def test_the_certificate_and_key_are_root_s_alone(host):
+    pem = host.file("/etc/haproxy/tls/site.pem")
+    assert (pem.user, pem.group, pem.mode) == ("root", "root", 0o600)
+    assert host.file("/etc/haproxy/tls").mode == 0o700
+    assert "PRIVATE KEY" not in host.file("/etc/haproxy/haproxy.cfg").content_string
