@@ -11,9 +11,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 APP_VERSION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 LAB_APP_HOSTS ?= 2
 LAB_HTTP_PORT ?= 8080
+LAB_HTTPS_PORT ?= 8443
 LAB_PROMETHEUS_PORT ?= 9090
 LAB_ALERTMANAGER_PORT ?= 9093
-export APP_VERSION LAB_APP_HOSTS LAB_HTTP_PORT LAB_PROMETHEUS_PORT LAB_ALERTMANAGER_PORT
+export APP_VERSION LAB_APP_HOSTS LAB_HTTP_PORT LAB_HTTPS_PORT LAB_PROMETHEUS_PORT LAB_ALERTMANAGER_PORT
 
 INVENTORY ?= inventories/lab
 PLAYBOOK  := ansible-playbook -i $(INVENTORY)
@@ -38,7 +39,9 @@ image: images ## Build the service image sprintpoints:$(APP_VERSION)
 lab: venv image ## Deploy the whole stack to the local lab and print its URL
 	$(PLAYBOOK) playbooks/lab_up.yml
 	$(PLAYBOOK) playbooks/site.yml -e app_version=$(APP_VERSION)
-	@echo; echo "The lab serves sprintpoints $(APP_VERSION) at http://127.0.0.1:$(LAB_HTTP_PORT)/"
+	@echo; echo "The lab serves sprintpoints $(APP_VERSION) at https://127.0.0.1:$(LAB_HTTPS_PORT)/"
+	@echo "  (its certificate authority: $(CURDIR)/.lab/secrets/tls/ca.crt, e.g. curl --cacert ...;" \
+	  "http://127.0.0.1:$(LAB_HTTP_PORT)/ redirects there)"
 	@echo "Consoles: http://127.0.0.1:$(LAB_PROMETHEUS_PORT)/consoles/sprintpoints.html" \
 	  " Alertmanager: http://127.0.0.1:$(LAB_ALERTMANAGER_PORT)/"
 
@@ -56,7 +59,7 @@ lint: venv ## ruff, yamllint and ansible-lint (production profile)
 	@ONLY=lint scripts/test.sh
 
 # --- operators ------------------------------------------------------------------------
-.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs bench-idle bench-rollout faults
+.PHONY: rollout rollback status logs exec backup restore drain enable unlock bench-logs bench-idle bench-rollout bench-tls faults
 rollout: venv ## Roll APP_VERSION across the app hosts, canary first, no failed request
 	$(PLAYBOOK) playbooks/rolling_update.yml -e app_version=$(APP_VERSION)
 
@@ -81,6 +84,9 @@ faults: venv ## Fault drill on the lab under load, a table of what each fault co
 
 bench-rollout: venv ## Benchmark on the lab: one rollout of a new image under load (BENCH_ARGS=--no-load | --summary)
 	$(BIN)/python scripts/bench-rollout.py $(BENCH_ARGS)
+
+bench-tls: venv ## Benchmark on the lab: HTTPS against plain HTTP, requests/s and p99 at 16 clients
+	$(BIN)/python scripts/bench-tls.py $(BENCH_ARGS)
 
 exec: venv ## Run CMD in SERVICE's container on HOST, e.g. CMD="sprintpoints migrate"
 	$(PLAYBOOK) playbooks/exec.yml -e host=$(HOST) -e service=$(SERVICE)

@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,9 +31,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from sp_loadgen.common import lab_base_url
+
 ROOT = Path(__file__).resolve().parents[1]
 LAB_LABEL = "org.sprintpoints.lab=true"
 LAB_PREFIX = "sprintpoints-lab-"
+# The lab's public URL; its requests trust the lab's CA (lab_base_url names it).
+BASE_URL = lab_base_url()
+LAB_TLS = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
 STORE = "/var/log/journal/remote"
 TARGET_P99_S = 5.0
 MARK = "spbench"  # lower case: journalctl's --grep then matches regardless of case
@@ -149,7 +155,7 @@ def send_requests(
             headers={"X-Request-ID": request_id},
         )
         try:
-            urllib.request.urlopen(request, timeout=10).close()
+            urllib.request.urlopen(request, timeout=10, context=LAB_TLS).close()
         except urllib.error.HTTPError:
             pass  # a 404 is an answer: its lines are written all the same
         sent[request_id] = started
@@ -215,7 +221,7 @@ def main() -> int:
 
     hosts = lab_hosts()
     mon = next(h for h in hosts if h.endswith("-mon1"))
-    base_url = f"http://127.0.0.1:{os.environ.get('LAB_HTTP_PORT', '8080')}"
+    base_url = BASE_URL
     log(
         f"hosts: {', '.join(h.removeprefix(LAB_PREFIX) for h in hosts)}; store on {mon.removeprefix(LAB_PREFIX)}"
     )

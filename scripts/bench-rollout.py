@@ -38,7 +38,7 @@ LOADGEN = [sys.executable, str(ROOT / "scripts" / "loadgen.py")]
 TARGET_FACTOR = 1.3  # a rollout on N app hosts: at most 1.3 x the 2-host wall time
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from sp_loadgen.common import read_jsonl
+from sp_loadgen.common import lab_base_url, read_jsonl
 from sp_loadgen.lbwatch import Watcher, docker_exec_command
 from sp_loadgen.report import host_windows, load_marks
 
@@ -311,9 +311,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    port = os.environ.get("LAB_HTTP_PORT", "8080")
     add = parser.add_argument
-    add("--base-url", default=f"http://127.0.0.1:{port}", help="the lab (%(default)s)")
+    add("--base-url", default=lab_base_url(), help="the lab (%(default)s)")
     add("--clients", type=int, default=8, help="load clients (%(default)s)")
     add("--rate", type=float, default=0, help="requests/s; 0 = all they can (heavy)")
     add("--no-load", action="store_true", help="roll out with no load at all")

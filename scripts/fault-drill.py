@@ -44,6 +44,7 @@ LOADGEN = [sys.executable, str(ROOT / "scripts" / "loadgen.py")]
 GROUPS = ("app_servers", "loadbalancers", "databases")
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from sp_loadgen.common import lab_base_url
 from sp_loadgen.lbwatch import docker_exec_command, parse, up_per_host
 
 # On an app host: no service container restarting, and each running one passes its
@@ -461,7 +462,7 @@ def main() -> int:
     parser.add_argument(
         "--prefix", default="sprintpoints-lab-", help="container name prefix"
     )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8080")
+    parser.add_argument("--base-url", default=lab_base_url())
     parser.add_argument(
         "--inventory",
         default=str(ROOT / "inventories" / "lab"),

@@ -8,7 +8,7 @@ contribution was lost or counted twice. Runs with the control node's venv (stdli
 requests, matplotlib)::
 
     PY=.venv/bin/python; LG=scripts/loadgen.py; W=$(mktemp -d)
-    $PY $LG setup  --base-url http://127.0.0.1:8080 --state $W/state.json
+    $PY $LG setup  --base-url https://127.0.0.1:8443 --state $W/state.json
     $PY $LG run    --state $W/state.json --out $W/records.jsonl --clients 8 \
                    --duration 300 --stop-file $W/stop --started-file $W/started &
     while [ ! -e $W/started ]; do sleep 0.2; done       # the load is flowing

@@ -33,6 +33,8 @@ SECRET_NAMES = [
     "vault_sprintpoints_vendor_api_key",
     "vault_haproxy_stats_password",
     "vault_postgres_exporter_db_password",
+    "vault_haproxy_tls_certificate",
+    "vault_haproxy_tls_private_key",
 ]
 
 

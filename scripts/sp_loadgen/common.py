@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import sys
 import time
@@ -14,11 +15,21 @@ from typing import Any, NoReturn
 import requests
 
 REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
+# The certificate authority `make lab` made (playbooks/tasks/lab_tls.yml).
+LAB_CA = Path(__file__).resolve().parents[2] / ".lab" / "secrets" / "tls" / "ca.crt"
 KINDS = ("balance", "contribution", "redemption")
 SKU = "coffee"
 # How reports count the answers without an X-App-Version header (errors, no answer).
 NO_VERSION = "none"
 USER_AGENT = "sprintpoints-loadgen/1"
+
+
+def lab_base_url() -> str:
+    """The lab's public URL (HTTPS on LAB_HTTPS_PORT). Every request of this process and of
+    the programs it starts trusts the lab's CA, unless REQUESTS_CA_BUNDLE names another."""
+    if LAB_CA.is_file():
+        os.environ.setdefault("REQUESTS_CA_BUNDLE", str(LAB_CA))
+    return f"https://127.0.0.1:{os.environ.get('LAB_HTTPS_PORT', '8443')}"
 
 
 def log(message: str) -> None:

@@ -17,6 +17,13 @@ import testinfra
 PROJECT = Path(__file__).resolve().parents[3]
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+# The certificate authority the preflight made for this scenario (playbooks/tasks/lab_tls.yml):
+# every client here (requests, the load generator, the fault drill) trusts it, and only it.
+LAB_CA = EPHEMERAL / "secrets" / "tls" / "ca.crt"
+os.environ["REQUESTS_CA_BUNDLE"] = str(LAB_CA)
+# The tests call the load balancer itself, so its HTTP redirect names 443, not the port `make
+# lab` publishes (playbooks run from here must render the configuration converge did).
+os.environ["LAB_HTTPS_PORT"] = "443"
 
 
 def container_address(name: str) -> str:
@@ -35,7 +42,7 @@ def host(name: str):
 
 @pytest.fixture(scope="session")
 def base_url() -> str:
-    return f"http://{container_address('stack-lb1')}"
+    return f"https://{container_address('stack-lb1')}"
 
 
 @pytest.fixture(scope="session")

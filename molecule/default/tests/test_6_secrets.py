@@ -1,5 +1,5 @@
-"""No secret is ever printed: the scenario's secrets (database passwords, the internal token, the
-vendor's API key, the exporter's login: the files the lab's inventory generates) appear in no
+"""No secret is ever printed: the scenario's secrets (database passwords, the internal tokens, the
+vendor's API key, the exporter's login, the TLS keys: the files the lab's inventory generates) appear in no
 playbook output of this whole run, though site.yml (check mode, and the real deploy that finishes
 a killed rollout), rolling_update.yml and status.yml ran with -vvv and plays failed on purpose,
 nor in the deploy audit log. Last, after every other test's runs."""
@@ -19,12 +19,18 @@ def secrets() -> dict[str, str]:
         for path in sorted((EPHEMERAL / "secrets").iterdir())
         if path.is_file() and path.read_text().strip()
     }
+    # The lab's TLS keys (tls/*.key, PEM "EC PRIVATE KEY"): their first line of base64, which
+    # holds the private scalar (the next one is the public key).
+    for name in ("site.key", "ca.key"):
+        pem = (EPHEMERAL / "secrets" / "tls" / name).read_text().splitlines()
+        found[f"tls/{name}"] = pem[1]
     assert {
+        "tls/site.key",
         "db-web",
         "internal-token-web",
         "internal-token-redeem",
         "vendor-api-key",
-    } <= set(found), found
+    } <= set(found), sorted(found)  # names only: this test prints no secret either
     return found
 
 
