@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import re
 import ssl
@@ -31,14 +30,16 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from sp_loadgen.common import lab_base_url
+from sp_loadgen.common import ca_bundle, lab_base_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_LABEL = "org.sprintpoints.lab=true"
 LAB_PREFIX = "sprintpoints-lab-"
-# The lab's public URL; its requests trust the lab's CA (lab_base_url names it).
+# The lab's public URL, and what its HTTPS answers are verified against (the lab's CA).
 BASE_URL = lab_base_url()
-LAB_TLS = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
+LAB_TLS = ssl.create_default_context(
+    cafile=ca_bundle() if isinstance(ca_bundle(), str) else None
+)
 STORE = "/var/log/journal/remote"
 TARGET_P99_S = 5.0
 MARK = "spbench"  # lower case: journalctl's --grep then matches regardless of case

@@ -38,7 +38,7 @@ LOADGEN = [sys.executable, str(ROOT / "scripts" / "loadgen.py")]
 TARGET_FACTOR = 1.3  # a rollout on N app hosts: at most 1.3 x the 2-host wall time
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from sp_loadgen.common import lab_base_url, read_jsonl
+from sp_loadgen.common import ca_bundle, lab_base_url, read_jsonl
 from sp_loadgen.lbwatch import Watcher, docker_exec_command
 from sp_loadgen.report import host_windows, load_marks
 
@@ -73,9 +73,11 @@ def lab_version(base_url: str, samples: int) -> str:
     """The one X-App-Version the lab answers with; exit 2 when it is down or answers with more."""
     versions = set()
     try:
-        requests.get(f"{base_url}/healthz", timeout=5).raise_for_status()
+        requests.get(
+            f"{base_url}/healthz", timeout=5, verify=ca_bundle()
+        ).raise_for_status()
         for _ in range(samples):  # roundrobin: every app host answers
-            reply = requests.get(base_url + "/", timeout=5)
+            reply = requests.get(base_url + "/", timeout=5, verify=ca_bundle())
             versions.add(reply.headers.get("X-App-Version"))
     except requests.RequestException as exc:
         die(f"the lab is not up: make lab ({base_url}: {exc})")

@@ -80,7 +80,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each scheme")
     args = parser.parse_args()
-    https = lab_base_url()  # also trusts the lab's CA
+    https = lab_base_url()
     http = f"http://127.0.0.1:{os.environ.get('LAB_HTTP_PORT', '8080')}"
     work = Path(tempfile.mkdtemp(prefix="bench-tls-"))
     state = work / "state.json"

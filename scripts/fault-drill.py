@@ -44,7 +44,7 @@ LOADGEN = [sys.executable, str(ROOT / "scripts" / "loadgen.py")]
 GROUPS = ("app_servers", "loadbalancers", "databases")
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from sp_loadgen.common import lab_base_url
+from sp_loadgen.common import ca_bundle, lab_base_url
 from sp_loadgen.lbwatch import docker_exec_command, parse, up_per_host
 
 # On an app host: no service container restarting, and each running one passes its
@@ -128,7 +128,9 @@ class Lab:
                 return f"{host}: no server UP in {', '.join(down) or 'any backend'}"
         for path in ("/api/v1/leaderboard", "/api/v1/rewards"):
             try:
-                status = requests.get(self.base_url + path, timeout=2).status_code
+                status = requests.get(
+                    self.base_url + path, timeout=2, verify=ca_bundle()
+                ).status_code
             except requests.RequestException as exc:
                 return f"{path}: {exc}"
             if status != 200:

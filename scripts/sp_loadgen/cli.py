@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import REPORTS_DIR, die, lab_base_url
+from .common import REPORTS_DIR, die
 from .ledger import cmd_check
 from .report import cmd_report
 from .run import cmd_run, parse_mix
@@ -26,7 +26,7 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--base-url",
         required=True,
-        help="public frontend, e.g. https://127.0.0.1:8443 (trusting REQUESTS_CA_BUNDLE)",
+        help="public frontend, e.g. https://127.0.0.1:8443 (trusting SPRINTPOINTS_CA_BUNDLE, else the lab's CA)",
     )
     p.add_argument(
         "--state", type=Path, required=True, help="state file to write (JSON)"
@@ -181,7 +181,6 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, doc: str | None = None) -> int:
     args = build_parser(doc).parse_args(argv)
-    lab_base_url()  # trust the lab's CA, unless REQUESTS_CA_BUNDLE names another
     if getattr(args, "clients", 1) < 1:
         die("--clients must be at least 1")
     if getattr(args, "duration", 1) <= 0:

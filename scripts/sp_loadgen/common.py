@@ -25,11 +25,19 @@ USER_AGENT = "sprintpoints-loadgen/1"
 
 
 def lab_base_url() -> str:
-    """The lab's public URL (HTTPS on LAB_HTTPS_PORT). Every request of this process and of
-    the programs it starts trusts the lab's CA, unless REQUESTS_CA_BUNDLE names another."""
-    if LAB_CA.is_file():
-        os.environ.setdefault("REQUESTS_CA_BUNDLE", str(LAB_CA))
+    """The lab's public URL: HTTPS on LAB_HTTPS_PORT."""
     return f"https://127.0.0.1:{os.environ.get('LAB_HTTPS_PORT', '8443')}"
+
+
+def ca_bundle() -> str | bool:
+    """What the HTTPS requests of these tools trust: SPRINTPOINTS_CA_BUNDLE when set (the
+    full-stack scenario's CA), else the lab's CA when there is a lab, else the usual store.
+    Passed with each request: requests would let REQUESTS_CA_BUNDLE, often set machine-wide
+    to the system's store, override a session's own choice."""
+    named = os.environ.get("SPRINTPOINTS_CA_BUNDLE")
+    if named:
+        return named
+    return str(LAB_CA) if LAB_CA.is_file() else True
 
 
 def log(message: str) -> None:
@@ -120,6 +128,7 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
         self.session = requests.Session()
+        self.verify = ca_bundle()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
 
@@ -139,6 +148,7 @@ class Api:
                 json=body,
                 headers=headers,
                 timeout=self.timeout,
+                verify=self.verify,
             )
             content = reply.content  # read the whole body inside the timed span
         except requests.RequestException as exc:

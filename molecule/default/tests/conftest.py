@@ -21,6 +21,9 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 # every client here (requests, the load generator, the fault drill) trusts it, and only it.
 LAB_CA = EPHEMERAL / "secrets" / "tls" / "ca.crt"
 os.environ["REQUESTS_CA_BUNDLE"] = str(LAB_CA)
+os.environ["SPRINTPOINTS_CA_BUNDLE"] = str(
+    LAB_CA
+)  # scripts/sp_loadgen's, the fault drill's
 # The tests call the load balancer itself, so its HTTP redirect names 443, not the port `make
 # lab` publishes (playbooks run from here must render the configuration converge did).
 os.environ["LAB_HTTPS_PORT"] = "443"
