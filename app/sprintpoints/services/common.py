@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import db
 from ..errors import ApiError
@@ -18,10 +18,8 @@ def _guard_internal() -> None:
     if not request.path.startswith("/internal/"):
         return
     settings = current_app.config["SETTINGS"]
-    caller = settings.internal_caller(request.headers.get("X-Internal-Token", ""))
-    if caller is None:
+    if settings.internal_caller(request.headers.get("X-Internal-Token", "")) is None:
         raise ApiError(401, "unauthorized", "a valid X-Internal-Token header is required")
-    g.internal_caller = caller
 
 
 @bp.get("/healthz")
