@@ -35,3 +35,33 @@ if ! runuser -u postgres -- psql -qtAX -c "SELECT 1 FROM pg_roles WHERE rolname 
   echo "test-setup: creating PostgreSQL superuser role $me (peer authentication)" >&2
   runuser -u postgres -- createuser --superuser "$me"
 fi
+
+# TLS on the test cluster, as on the deployed database host: a CA of its own and a server
+# certificate for 127.0.0.1 and localhost (made once), so the app tests can connect with
+# sslmode=verify-full (app/tests/test_db_tls.py; SPRINTPOINTS_TEST_DB_CA names the CA).
+tls=/var/lib/postgresql/sprintpoints-test-tls
+if [[ ! -s $tls/server.crt ]]; then
+  echo "test-setup: making the test cluster's CA and server certificate in $tls" >&2
+  install -d -o postgres -g postgres -m 0755 "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=sprintpoints test CA" -addext basicConstraints=critical,CA:TRUE \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') \
+    -out "$tls/server.crt" 2>/dev/null
+  chown postgres:postgres "$tls"/server.{crt,key}
+  chmod 0600 "$tls/server.key" "$tls/ca.key"
+  chmod 0644 "$tls/ca.crt" "$tls/server.crt"
+fi
+if [[ $(runuser -u postgres -- psql -qtAX -c "SHOW ssl") != on ]]; then
+  echo "test-setup: turning TLS on in the test cluster" >&2
+  runuser -u postgres -- psql -qX -v ON_ERROR_STOP=1 \
+    -c "ALTER SYSTEM SET ssl_cert_file = '$tls/server.crt'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$tls/server.key'" \
+    -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  [[ $(runuser -u postgres -- psql -qtAX -c "SHOW ssl") == on ]] ||
+    { echo "test-setup: the test cluster did not turn TLS on (see its log)" >&2; exit 1; }
+fi

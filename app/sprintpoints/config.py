@@ -28,6 +28,8 @@ SECRETS = (
 INTERNAL_CALLS = {"web": "registry", "redeem": "web"}
 INTERNAL_CALLERS_OF = {"registry": ("web",), "web": ("redeem",)}
 MIN_TOKEN_LENGTH = 16
+# libpq's sslmode values; the two verify-* ones need the CA that signed the server's certificate.
+DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _CALLER_ENTRY = re.compile(r"^(?P<caller>[a-z][a-z0-9-]*):(?P<token>\S+)$")
 
 
@@ -52,6 +54,9 @@ class Settings:
     db_connect_timeout: int = 3
     db_statement_timeout_ms: int = 5000
     db_idle_in_transaction_timeout_ms: int = 2000
+    # TLS to the database (libpq's sslmode) and the file of the CA that signed its certificate
+    db_sslmode: str = "prefer"
+    db_sslrootcert: str = ""
     # inter-service: the token this service presents on its /internal/ calls; the callers its
     # own /internal/ API accepts, (name, token) pairs (a name twice while a token rotates);
     # and the one token every service shared before (accepted from anyone, presented when a
@@ -107,6 +112,8 @@ class Settings:
             "password": self.db_password,
             "connect_timeout": self.db_connect_timeout,
             "application_name": f"sprintpoints-{self.service}",
+            "sslmode": self.db_sslmode,
+            **({"sslrootcert": self.db_sslrootcert} if self.db_sslrootcert else {}),
             # A transaction left open by a process that died without closing its connection (a
             # host that lost power or its network) holds its row locks until PostgreSQL ends it:
             # shorter than the statement timeout, so a request waiting on them still succeeds.
@@ -226,6 +233,30 @@ def _internal_auth(env: _Env, service: str) -> dict[str, object]:
     return values
 
 
+def _db_tls(env: _Env) -> dict[str, str]:
+    """TLS to the database: checked here, so a CA file that is missing or unreadable stops the
+    start with its name instead of failing every connection later."""
+    mode = env.str("DB_SSLMODE", "prefer")
+    if mode not in DB_SSLMODES:
+        raise ConfigError(f"DB_SSLMODE must be one of {', '.join(DB_SSLMODES)}, got {mode!r}")
+    rootcert = env.str("DB_SSLROOTCERT")
+    if mode.startswith("verify-") and not rootcert:
+        raise ConfigError(
+            f"DB_SSLROOTCERT is required with DB_SSLMODE={mode}: the file of the CA that"
+            " signed the database server's certificate"
+        )
+    if rootcert:
+        try:
+            with open(rootcert, encoding="ascii") as fh:
+                pem = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a PEM file"
+            raise ConfigError(f"DB_SSLROOTCERT: cannot read {rootcert}: {reason}") from exc
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"DB_SSLROOTCERT: {rootcert} holds no PEM certificate")
+    return {"db_sslmode": mode, "db_sslrootcert": rootcert}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Settings:
     """Read and validate the settings of the service named by ``SERVICE``.
 
@@ -260,6 +291,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
             db_idle_in_transaction_timeout_ms=env.int(
                 "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 2000, lo=0, hi=3_600_000
             ),
+            **_db_tls(env),
         )
     if migrate:
         return Settings(**values)  # type: ignore[arg-type]

@@ -35,6 +35,9 @@ SECRET_NAMES = [
     "vault_postgres_exporter_db_password",
     "vault_haproxy_tls_certificate",
     "vault_haproxy_tls_private_key",
+    "vault_postgresql_tls_certificate",
+    "vault_postgresql_tls_private_key",
+    "vault_sprintpoints_db_ca_certificate",
 ]
 
 

@@ -33,10 +33,16 @@ def outsider():
     return other_host("postgresql-outsider")
 
 
-def psql_remote(remote, user, password, dbname, sql):
-    """psql over TCP from another host, with the password in PGPASSWORD (never on the command line)."""
+# The scenario's CA (prepare.yml): clients check the server's certificate and address with it.
+CLIENT_CA = "/etc/ssl/certs/sprintpoints-db-ca.pem"
+VERIFY_FULL = f"PGSSLMODE=verify-full PGSSLROOTCERT={CLIENT_CA}"
+
+
+def psql_remote(remote, user, password, dbname, sql, tls=VERIFY_FULL):
+    """psql over TCP from another host, with the password in PGPASSWORD (never on the command line),
+    by default as the services connect: TLS, the server's certificate verified."""
     return remote.run(
-        f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql --no-psqlrc -tA -v ON_ERROR_STOP=1 "
+        f"{tls} PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql --no-psqlrc -tA -v ON_ERROR_STOP=1 "
         f"-h {DB_ADDRESS} -U {user} -d {dbname} -c {shlex.quote(sql)}"
     )
 
@@ -144,7 +150,7 @@ def test_pg_hba_has_only_scram_lines_for_own_database_and_user(host, databases):
         if kind == "local":
             assert (database, user, method) == ("all", "postgres", "peer"), rule
         else:
-            assert method == "scram-sha-256", rule
+            assert (kind, method) == ("hostssl", "scram-sha-256"), rule
             host_rules.append((database, user, address, netmask))
     expected = {
         (d["name"], user, "10.250.50.20", "255.255.255.255")
@@ -281,6 +287,68 @@ def test_the_app_role_has_no_superpowers(host, databases):
         web["name"],
     )
     assert owned == "0"
+
+
+def test_a_verified_session_is_encrypted_with_tls_1_2_or_newer(client, databases):
+    web = databases[0]
+    cmd = psql_remote(
+        client,
+        web["app_user"],
+        web["app_password"],
+        web["name"],
+        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    assert cmd.rc == 0, cmd.stderr
+    encrypted, version = cmd.stdout.strip().split("|")
+    assert encrypted == "t"
+    assert version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_a_client_without_tls_is_refused(client, databases):
+    web = databases[0]
+    cmd = psql_remote(
+        client,
+        web["owner"],
+        web["password"],
+        web["name"],
+        "SELECT 1",
+        tls="PGSSLMODE=disable",
+    )
+    assert cmd.rc != 0
+    assert "no pg_hba.conf entry" in cmd.stderr and "no encryption" in cmd.stderr
+
+
+def test_tls_older_than_1_2_is_refused(client, databases):
+    web = databases[0]
+    old = f"{VERIFY_FULL} PGSSLMINPROTOCOLVERSION=TLSv1 PGSSLMAXPROTOCOLVERSION=TLSv1.1"
+    cmd = psql_remote(
+        client, web["owner"], web["password"], web["name"], "SELECT 1", tls=old
+    )
+    assert cmd.rc != 0
+    assert "password authentication" not in cmd.stderr  # refused before any login
+    assert "protocol version" in cmd.stderr or "no protocols available" in cmd.stderr, (
+        cmd.stderr
+    )
+
+
+def test_a_name_the_certificate_does_not_cover_is_refused_by_a_verifying_client(
+    client, databases
+):
+    # The server's own name is covered; the same server under another name is not.
+    web = databases[0]
+    cmd = client.run(
+        f"{VERIFY_FULL} PGPASSWORD={shlex.quote(web['password'])} PGCONNECT_TIMEOUT=5 psql --no-psqlrc -tA "
+        f"'host=postgresql-not-its-name hostaddr={DB_ADDRESS} user={web['owner']} dbname={web['name']}' -c 'SELECT 1'"
+    )
+    assert cmd.rc != 0
+    assert "does not match host name" in cmd.stderr, cmd.stderr
+
+
+def test_the_servers_key_is_readable_by_postgres_only(host):
+    key = host.file("/etc/postgresql/15/main/tls/server.key")
+    assert (key.user, key.group, key.mode) == ("root", "postgres", 0o640)
+    assert query(host, "SHOW ssl") == "on"
+    assert query(host, "SHOW ssl_min_protocol_version") == "TLSv1.2"
 
 
 def test_client_wrong_password_is_refused(client, databases):
