@@ -7,7 +7,7 @@ import base64
 import time
 
 import pytest
-from conftest import container_address, host
+from conftest import LAB_CA, container_address, host
 
 APP_HOSTS = ["stack-app1", "stack-app2"]
 
@@ -155,12 +155,20 @@ def test_app_ports_answer_the_load_balancer_only():
         assert host(other).run(f"curl -fsS -m 5 -o /dev/null {url}").rc != 0, other
 
 
-def pg_startup(from_host: str, db_address: str) -> str:
+def pg_startup(from_host: str, db_address: str, tls: bool = False) -> str:
     """Speak PostgreSQL's startup message from a host and return the server's first
-    answer: 'R' (authentication request: pg_hba admits this host) or the error text."""
+    answer: 'R' (authentication request: pg_hba admits this host) or the error text. With
+    tls, the session is first encrypted (SSLRequest) and the server checked against the
+    scenario's CA, as the services connect (sslmode=verify-full)."""
+    ca = LAB_CA.read_text() if tls else ""
     script = f"""
-import socket, struct
+import socket, ssl, struct
 s = socket.create_connection(('{db_address}', 5432), timeout=5)
+if {tls!r}:
+    s.sendall(struct.pack('!ii', 8, 80877103))
+    assert s.recv(1) == b'S', 'the server refused TLS'
+    context = ssl.create_default_context(cadata={ca!r})
+    s = context.wrap_socket(s, server_hostname='{db_address}')
 params = b'user\\0sp_web\\0database\\0sp_web\\0\\0'
 s.sendall(struct.pack('!ii', 8 + len(params), 196608) + params)
 reply = s.recv(4096)
@@ -173,10 +181,25 @@ print(reply[:1].decode() + ' ' + reply[5:].decode(errors='replace'))
     return run.stdout or run.stderr
 
 
-def test_app_hosts_reach_postgresql():
+def test_app_hosts_reach_postgresql_over_verified_tls_only():
     db = container_address("stack-db1")
     for app in APP_HOSTS:
-        assert pg_startup(app, db).startswith("R"), f"{app} is not admitted by pg_hba"
+        assert pg_startup(app, db, tls=True).startswith("R"), f"{app} is not admitted"
+        # Without TLS (psql's sslmode=disable), the same host and login find no pg_hba line.
+        plain = pg_startup(app, db)
+        assert plain.startswith("E") and "no encryption" in plain, f"{app}: {plain}"
+
+
+def test_every_session_of_a_service_is_encrypted():
+    sessions = host("stack-db1").run(
+        "runuser -u postgres -- psql -tA -c \"SELECT s.ssl::text || ' ' || coalesce(s.version, '-') "
+        "FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+        "WHERE a.application_name LIKE 'sprintpoints-%'\""
+    )
+    assert sessions.rc == 0, sessions.stderr
+    seen = sessions.stdout.split("\n")
+    assert [line for line in seen if line], "no session of a service"
+    assert all(line in ("true TLSv1.3", "true TLSv1.2") for line in seen if line), seen
 
 
 def test_other_hosts_get_no_answer_from_postgresql():
