@@ -359,8 +359,10 @@ def parse_time(value):
 def container_series(summary, inspect, stats):
     """(family, extra labels, value) of a container; what the engine did not say is left out."""
     state = (inspect or {}).get("State") or {}
+    # A container waiting out its restart policy's back-off is Running and Restarting to the
+    # engine, with the StartedAt of its last run: it runs nothing, so it counts as not running.
     running = (
-        bool(state.get("Running"))
+        bool(state.get("Running")) and not state.get("Restarting")
         if inspect is not None
         else summary.get("State") == "running"
     )

@@ -39,8 +39,12 @@ def summary(cid, name, state="running", labels=None):
     }
 
 
-def inspect(running=True, restarts=0, memory=0, health=None, pid=1234):
+def inspect(
+    running=True, restarts=0, memory=0, health=None, pid=1234, restarting=False
+):
     state = {"Running": running, "Pid": pid if running else 0, "StartedAt": STARTED}
+    if restarting:
+        state["Restarting"] = True
     if health:
         state["Health"] = {"Status": health}
     return {"State": state, "RestartCount": restarts, "HostConfig": {"Memory": memory}}
@@ -182,6 +186,18 @@ def test_render_a_running_and_a_stopped_container():
     assert text.index(running + 'name="batch"') < text.index(running + 'name="web"')
     for family, kind, _ in ce.FAMILIES:
         assert text.count(f"# TYPE sprintpoints_container_{family} {kind}\n") == 1
+
+
+def test_a_container_between_restarts_is_not_running():
+    # The engine's state while the restart policy waits: Running and Restarting, the old
+    # StartedAt; the restart is already counted.
+    between = inspect(restarts=3, restarting=True)
+    text = ce.render(
+        True, [(summary(ID_A, "web", state="restarting"), between, None)], 0.1
+    )
+    got = samples_of(text)
+    assert got['sprintpoints_container_running{name="web",image="demo:1"}'] == 0
+    assert got['sprintpoints_container_restarts_total{name="web",image="demo:1"}'] == 3
 
 
 def test_render_escapes_label_values():
