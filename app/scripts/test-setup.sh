@@ -55,13 +55,16 @@ if [[ ! -s $tls/server.crt ]]; then
   chmod 0600 "$tls/server.key" "$tls/ca.key"
   chmod 0644 "$tls/ca.crt" "$tls/server.crt"
 fi
-if [[ $(runuser -u postgres -- psql -qtAX -c "SHOW ssl") != on ]]; then
-  echo "test-setup: turning TLS on in the test cluster" >&2
+# Debian's own cluster may already run TLS with its snakeoil certificate: ours must be the one served.
+tls_now=$(runuser -u postgres -- psql -qtAX -c "SELECT current_setting('ssl') || ' ' || current_setting('ssl_cert_file')")
+if [[ $tls_now != "on $tls/server.crt" ]]; then
+  echo "test-setup: turning TLS on in the test cluster, with its own certificate" >&2
   runuser -u postgres -- psql -qX -v ON_ERROR_STOP=1 \
     -c "ALTER SYSTEM SET ssl_cert_file = '$tls/server.crt'" \
     -c "ALTER SYSTEM SET ssl_key_file = '$tls/server.key'" \
     -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null
   sleep 1
-  [[ $(runuser -u postgres -- psql -qtAX -c "SHOW ssl") == on ]] ||
-    { echo "test-setup: the test cluster did not turn TLS on (see its log)" >&2; exit 1; }
+  tls_now=$(runuser -u postgres -- psql -qtAX -c "SELECT current_setting('ssl') || ' ' || current_setting('ssl_cert_file')")
+  [[ $tls_now == "on $tls/server.crt" ]] ||
+    { echo "test-setup: the test cluster does not serve TLS with $tls/server.crt (see its log)" >&2; exit 1; }
 fi
