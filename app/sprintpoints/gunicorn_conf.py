@@ -31,7 +31,11 @@ bind = f"{_host}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-keepalive = 5
+# Idle keep-alive connections live longer here than in HAProxy's pool (it purges idle server
+# connections every 5 s): the proxy, not gunicorn, ends an idle connection. With gunicorn's 5 s
+# default, gunicorn could close one at the instant HAProxy reuses it, and a POST sent on it
+# fails with a 502 (HAProxy retries only idempotent methods).
+keepalive = 75
 # Long request lines (8 KiB, the maximum) still reach the app and get its JSON 404/422.
 limit_request_line = 8190
 timeout = 30
