@@ -152,7 +152,61 @@ def test_app_ports_answer_the_load_balancer_only():
     url = f"http://{address}:{port}/healthz"
     assert host("stack-lb1").run(f"curl -fsS -m 5 -o /dev/null {url}").rc == 0
     for other in ("stack-mon1", "stack-app2"):
-        assert host(other).run(f"curl -fsS -m 5 -o /dev/null {url}").rc != 0, other
+        # 28: timed out, the host firewall's forward chain dropped the connection
+        assert host(other).run(f"curl -fsS -m 3 -o /dev/null {url}").rc == 28, other
+
+
+STACK_HOSTS = ["stack-db1", "stack-lb1", *APP_HOSTS, "stack-mon1"]
+
+
+@pytest.mark.parametrize("name", STACK_HOSTS)
+def test_every_host_drops_what_no_rule_admits(name):
+    """roles/firewall on every host: input policy drop, loaded by its unit at boot."""
+    node = host(name)
+    chain = node.check_output("nft list chain inet sp_firewall input")
+    assert "policy drop;" in chain, chain
+    assert node.service("sprintpoints-firewall").is_enabled
+    # port_access's tables for the services, their metrics and PostgreSQL are retired
+    tables = node.check_output("nft list tables")
+    for retired in (
+        "sp_sprintpoints_services",
+        "sp_sprintpoints_metrics",
+        "sp_postgresql",
+    ):
+        assert retired not in tables, tables
+
+
+def test_a_console_answers_the_admin_addresses_only(http):
+    """Prometheus on the monitoring host: the control node (the lab's admin address) reads
+    it, another host of the stack gets no answer (dropped, not refused)."""
+    url = f"http://{container_address('stack-mon1')}:9090/-/ready"
+    assert http.get(url, timeout=10).status_code == 200
+    assert host("stack-db1").run(f"curl -fsS -m 3 -o /dev/null {url}").rc == 28
+
+
+def test_a_port_published_by_mistake_answers_no_one():
+    """Docker's DNAT skips the input chain: the firewall's forward chain drops a published
+    port that no rule names, from every other host (the host itself still reaches it)."""
+    app = host("stack-app1")
+    address = container_address("stack-app1")
+    image = app.check_output(
+        "docker images --format '{{ .Repository }}:{{ .Tag }}' sprintpoints | head -n 1"
+    )
+    app.check_output("docker rm -f fw-probe >/dev/null 2>&1 || true")
+    app.check_output(
+        f"docker run -d --name fw-probe -p {address}:8999:8999 --entrypoint python3 "
+        f"{image} -m http.server 8999"
+    )
+    try:
+        url = f"http://{address}:8999/"
+        here = app.run(
+            f"for i in $(seq 50); do curl -fsS -m 2 -o /dev/null {url} && exit 0; sleep 0.2; done; exit 1"
+        )
+        assert here.rc == 0, here.stderr
+        for other in ("stack-lb1", "stack-app2", "stack-mon1"):
+            assert host(other).run(f"curl -fsS -m 3 -o /dev/null {url}").rc == 28, other
+    finally:
+        app.run("docker rm -f fw-probe")
 
 
 def pg_startup(from_host: str, db_address: str, tls: bool = False) -> str:
@@ -203,7 +257,7 @@ def test_every_session_of_a_service_is_encrypted():
 
 
 def test_other_hosts_get_no_answer_from_postgresql():
-    # The packet filter (port_access "postgresql") drops them before PostgreSQL sees them.
+    # The host firewall drops them before PostgreSQL sees them.
     db = container_address("stack-db1")
     for other in ("stack-lb1", "stack-mon1"):
         answer = pg_startup(other, db)
