@@ -92,6 +92,13 @@ def load_state(path: Path) -> dict:
     state = json.loads(path.read_text(encoding="utf-8"))
     if not state.get("users") or not state.get("project"):
         die(f"state file {path} names no users or no project: run setup again")
+    if not state.get("project_token") or not all(
+        u.get("token") for u in state["users"]
+    ):
+        die(
+            f"state file {path} holds no API tokens (written before the API asked for"
+            " them): run setup again"
+        )
     return state
 
 
@@ -183,6 +190,11 @@ def describe(answer: Answer) -> str:
         return f"no answer ({answer.error})"
     extra = f" {answer.code}: {answer.message}" if answer.code else ""
     return f"HTTP {answer.status}{extra}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of a write: the project's admin token or a user's own."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def new_rid(prefix: str) -> str:

@@ -8,7 +8,16 @@ import random
 import time
 from collections import Counter
 
-from .common import SKU, Answer, Api, describe, load_state, new_rid, read_jsonl
+from .common import (
+    SKU,
+    Answer,
+    Api,
+    bearer,
+    describe,
+    load_state,
+    new_rid,
+    read_jsonl,
+)
 
 
 def replay(
@@ -61,7 +70,7 @@ def read_balance(api: Api, handle: str, attempts: int = 3) -> Answer:
     return answer
 
 
-def resolve_contribution(api: Api, project: str, rec: dict) -> Answer:
+def resolve_contribution(api: Api, project: str, token: str, rec: dict) -> Answer:
     """Replay a contribution whose outcome is unknown; after a 200/201 it is credited once.
 
     200: the original went through after all; 201: it had not, and now it has.
@@ -72,10 +81,12 @@ def resolve_contribution(api: Api, project: str, rec: dict) -> Answer:
         "kind": "commit",
         "ref": rec["ref"],
     }
-    return replay(api, "/api/v1/contributions", body, {})
+    return replay(api, "/api/v1/contributions", body, bearer(token))
 
 
-def resolve_redemption(api: Api, rec: dict, settle_s: float = 90.0) -> tuple[bool, int]:
+def resolve_redemption(
+    api: Api, rec: dict, token: str, settle_s: float = 90.0
+) -> tuple[bool, int]:
     """Replay a redemption with its Idempotency-Key: (resolved, points spent).
 
     A stored "refund pending" answer changes to "points refunded" once redeem's reconciler
@@ -87,7 +98,7 @@ def resolve_redemption(api: Api, rec: dict, settle_s: float = 90.0) -> tuple[boo
             api,
             "/api/v1/redemptions",
             {"handle": rec["handle"], "sku": SKU},
-            {"Idempotency-Key": rec["idem_key"]},
+            {"Idempotency-Key": rec["idem_key"]} | bearer(token),
         )
         pending = (
             answer.code == "vendor_unavailable" and "refund pending" in answer.message
@@ -130,8 +141,9 @@ def redemption_outcome_unknown(rec: dict) -> bool:
 def cmd_check(args: argparse.Namespace) -> int:
     state = load_state(args.state)
     api = Api(args.base_url or state["base_url"], args.timeout)
-    project = state["project"]
+    project, project_token = state["project"], state["project_token"]
     handles = [u["handle"] for u in state["users"]]
+    tokens = {u["handle"]: u["token"] for u in state["users"]}
     earned = {u["handle"]: int(u["seed_points"]) for u in state["users"]}
     spent = dict.fromkeys(handles, 0)
     problems: list[str] = []
@@ -152,7 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 earned[handle] += int(rec["points"])
                 accepted.append(rec)
             elif status is None or status >= 500:
-                answer = resolve_contribution(api, project, rec)
+                answer = resolve_contribution(api, project, project_token, rec)
                 if answer.status in (200, 201) and isinstance(answer.body, dict):
                     counts[f"contributions_replayed_{answer.status}"] += 1
                     earned[handle] += int(answer.body["points"])
@@ -168,7 +180,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             elif redemption_outcome_unknown(rec) or "refund pending" in str(
                 rec.get("message")
             ):
-                resolved, points = resolve_redemption(api, rec)
+                resolved, points = resolve_redemption(api, rec, tokens[handle])
                 counts["redemptions_replayed"] += 1
                 if resolved:
                     spent[handle] += points
@@ -200,7 +212,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     sample = rng.sample(accepted, min(args.duplicates, len(accepted)))
     for rec in sample:
         # Retried like any replay: a hiccup is not a double count, the re-read below is.
-        answer = resolve_contribution(api, project, rec)
+        answer = resolve_contribution(api, project, project_token, rec)
         if answer.status != 200 or not isinstance(answer.body, dict):
             problems.append(
                 f"duplicate of {rec['ref']}: {describe(answer)}, expected HTTP 200"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import KINDS, NO_VERSION, SKU, Answer, Api, die, load_state, log
+from .common import KINDS, NO_VERSION, SKU, Answer, Api, bearer, die, load_state, log
 
 
 @dataclass
@@ -150,11 +150,13 @@ class Client(threading.Thread):
                 "ref": ref,
             }
             extra = {"ref": ref, "points": None}
+            headers |= bearer(ctx.project_token)  # a manual credit: the project's admin
         else:
             key = f"r-{tag}"
             method, path = "POST", "/api/v1/redemptions"
             body = {"handle": handle, "sku": SKU}
             headers["Idempotency-Key"] = key
+            headers |= bearer(ctx.tokens[handle])  # a user spends their own points only
             extra = {"idem_key": key, "points_spent": None}
         answer = api.call(method, path, body, headers)
         reason = judge(kind, answer, ctx.vendor_failures_ok)
@@ -190,6 +192,8 @@ class RunContext:
     base_url: str
     project: str
     handles: list[str]
+    tokens: dict[str, str]
+    project_token: str
     clients: int
     rate: float
     mix: tuple[float, float, float]
@@ -224,6 +228,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         base_url=(args.base_url or state["base_url"]).rstrip("/"),
         project=state["project"],
         handles=[u["handle"] for u in state["users"]],
+        tokens={u["handle"]: u["token"] for u in state["users"]},
+        project_token=state["project_token"],
         clients=args.clients,
         rate=args.rate,
         mix=args.mix,

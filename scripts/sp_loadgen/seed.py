@@ -8,18 +8,23 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from .common import Answer, Api, describe, die, new_rid
+from .common import Answer, Api, bearer, describe, die, new_rid
 
 
 def setup_call(
-    api: Api, method: str, path: str, body: dict, ok: set[int], attempts: int = 4
+    api: Api,
+    method: str,
+    path: str,
+    body: dict,
+    ok: set[int],
+    attempts: int = 4,
+    token: str | None = None,
 ) -> Answer:
     """Setup is not under test: retry connection errors and 5xx a few times."""
     answer = Answer(status=None)
+    headers = {"X-Request-ID": new_rid("setup")} | (bearer(token) if token else {})
     for attempt in range(attempts):
-        answer = api.call(
-            method, path, body, headers={"X-Request-ID": new_rid("setup")}
-        )
+        answer = api.call(method, path, body, headers=headers)
         if answer.status in ok:
             return answer
         if answer.status is not None and answer.status < 500:
@@ -38,18 +43,22 @@ def cmd_setup(args: argparse.Namespace) -> int:
         )
     api = Api(args.base_url, args.timeout)
     project = f"{run_id}-proj"
-    setup_call(api, "POST", "/api/v1/projects", {"name": project}, {201})
+    # A retried POST whose first attempt went through would answer 409 and no token: setup
+    # asks once (a run's names are new, so a conflict means the first attempt succeeded).
+    created = setup_call(api, "POST", "/api/v1/projects", {"name": project}, {201}, 1)
+    project_token = created.body["admin_token"]
     users = []
     for i in range(1, args.users + 1):
         handle = f"{run_id}-u{i:03d}"
-        # 409 only after a retried POST whose first attempt went through.
-        setup_call(api, "POST", "/api/v1/users", {"handle": handle}, {201, 409})
+        answer = setup_call(api, "POST", "/api/v1/users", {"handle": handle}, {201}, 1)
+        token = answer.body["token"]
         setup_call(
             api,
             "POST",
             f"/api/v1/projects/{project}/members",
             {"handle": handle},
             {200, 201},
+            token=project_token,
         )
         seed_points, seed_refs = 0, []
         for n in range(1, args.seed_contributions + 1):
@@ -60,11 +69,17 @@ def cmd_setup(args: argparse.Namespace) -> int:
                 "/api/v1/contributions",
                 {"handle": handle, "project": project, "kind": "issue", "ref": ref},
                 {200, 201},
+                token=project_token,
             )
             seed_points += int(answer.body["points"])
             seed_refs.append(ref)
         users.append(
-            {"handle": handle, "seed_points": seed_points, "seed_refs": seed_refs}
+            {
+                "handle": handle,
+                "token": token,
+                "seed_points": seed_points,
+                "seed_refs": seed_refs,
+            }
         )
     api.close()
     state = {
@@ -72,10 +87,14 @@ def cmd_setup(args: argparse.Namespace) -> int:
         "base_url": args.base_url.rstrip("/"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "project": project,
+        "project_token": project_token,
         "seed_kind": "issue",
         "users": users,
     }
     args.state.parent.mkdir(parents=True, exist_ok=True)
+    # The run's API tokens are in it: readable by its owner only.
+    args.state.touch(mode=0o600)
+    args.state.chmod(0o600)
     args.state.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     total = sum(u["seed_points"] for u in users)
     print(

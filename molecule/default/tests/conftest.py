@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,6 +59,63 @@ def http() -> requests.Session:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Member:
+    """A user who belongs to a project, with the tokens the API handed out once."""
+
+    handle: str
+    token: str
+    project: str
+    admin_token: str
+    webhook_secret: str
+
+
+def new_member(
+    http: requests.Session, base_url: str, handle: str, project: str
+) -> Member:
+    """A user and a project (each created here), the user made a member by the admin."""
+    user = http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
+    assert user.status_code == 201, user.text
+    made = http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10)
+    assert made.status_code == 201, made.text
+    member = Member(
+        handle,
+        user.json()["token"],
+        project,
+        made.json()["admin_token"],
+        made.json()["webhook_secret"],
+    )
+    joined = http.post(
+        f"{base_url}/api/v1/projects/{project}/members",
+        json={"handle": handle},
+        headers=bearer(member.admin_token),
+        timeout=10,
+    )
+    assert joined.status_code == 201, joined.text
+    return member
+
+
+def credit(http: requests.Session, base_url: str, member: Member, ref: str) -> None:
+    """A manual credit of an issue to the member, by the project's admin."""
+    body = {
+        "handle": member.handle,
+        "project": member.project,
+        "kind": "issue",
+        "ref": ref,
+    }
+    done = http.post(
+        f"{base_url}/api/v1/contributions",
+        json=body,
+        headers=bearer(member.admin_token),
+        timeout=10,
+    )
+    assert done.status_code in (200, 201), done.text
 
 
 # Every playbook run's command line and whole output, for the last test: no secret of the

@@ -4,10 +4,13 @@ then the tier boundaries, as an attacker would probe them."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import time
 
 import pytest
-from conftest import LAB_CA, container_address, host
+from conftest import LAB_CA, bearer, container_address, credit, host, new_member
 
 APP_HOSTS = ["stack-app1", "stack-app2"]
 
@@ -23,23 +26,22 @@ def test_the_contract_end_to_end(http, base_url, unique):
     handle, project = f"ada-{unique}", f"proj-{unique}"
     r = http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
     assert r.status_code == 201, r.text
+    token = r.json()["token"]
     assert (
         http.post(
             f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10
         ).status_code
         == 409
     )
+    r = http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10)
+    assert r.status_code == 201, r.text
+    admin = bearer(r.json()["admin_token"])
+    members = f"{base_url}/api/v1/projects/{project}/members"
+    refused = http.post(members, json={"handle": handle}, timeout=10)
     assert (
-        http.post(
-            f"{base_url}/api/v1/projects", json={"name": project}, timeout=10
-        ).status_code
-        == 201
+        refused.status_code == 401 and "Bearer" in refused.headers["WWW-Authenticate"]
     )
-    r = http.post(
-        f"{base_url}/api/v1/projects/{project}/members",
-        json={"handle": handle},
-        timeout=10,
-    )
+    r = http.post(members, json={"handle": handle}, headers=admin, timeout=10)
     assert r.status_code == 201, r.text
     assert handle in str(
         http.get(f"{base_url}/api/v1/projects/{project}", timeout=10).json()["members"]
@@ -47,10 +49,25 @@ def test_the_contract_end_to_end(http, base_url, unique):
 
     for ref in ("c1", "c2", "c3"):
         body = {"handle": handle, "project": project, "kind": "issue", "ref": ref}
-        r = http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+        r = http.post(
+            f"{base_url}/api/v1/contributions", json=body, headers=admin, timeout=10
+        )
         assert r.status_code == 201, r.text
-    again = http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+    again = http.post(
+        f"{base_url}/api/v1/contributions", json=body, headers=admin, timeout=10
+    )
     assert again.status_code == 200 and again.json() == r.json()
+    # The user's own token is not the project's: no self-service credit.
+    self_credit = {**body, "ref": "c4"}
+    assert (
+        http.post(
+            f"{base_url}/api/v1/contributions",
+            json=self_credit,
+            headers=bearer(token),
+            timeout=10,
+        ).status_code
+        == 403
+    )
     assert (
         http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"]
         == 75
@@ -61,22 +78,25 @@ def test_the_contract_end_to_end(http, base_url, unique):
         for item in http.get(f"{base_url}/api/v1/rewards", timeout=10).json()["rewards"]
     }
     assert {"coffee", "pop-tarts", "dogecoin"} <= rewards.keys()
+    spend = {"handle": handle, "sku": "coffee"}
+    redemptions = f"{base_url}/api/v1/redemptions"
+    assert http.post(redemptions, json=spend, timeout=10).status_code == 401
+    assert (
+        http.post(redemptions, json=spend, headers=admin, timeout=10).status_code == 403
+    )
     r = http.post(
-        f"{base_url}/api/v1/redemptions",
-        json={"handle": handle, "sku": "coffee"},
-        headers={"Idempotency-Key": f"key-{unique}"},
+        redemptions,
+        json=spend,
+        headers={"Idempotency-Key": f"key-{unique}"} | bearer(token),
         timeout=10,
     )
     assert r.status_code == 201, r.text
     redemption = r.json()
     assert redemption["status"] == "fulfilled"
     assert redemption["balance"] == 75 - rewards["coffee"]["cost"]
-    assert (
-        http.get(
-            f"{base_url}/api/v1/redemptions/{redemption['id']}", timeout=10
-        ).status_code
-        == 200
-    )
+    mine = f"{redemptions}/{redemption['id']}"
+    assert http.get(mine, headers=bearer(token), timeout=10).status_code == 200
+    assert http.get(mine, timeout=10).status_code == 401
     assert (
         http.get(f"{base_url}/api/v1/balances/{handle}", timeout=10).json()["balance"]
         == 75 - rewards["coffee"]["cost"]
@@ -84,25 +104,56 @@ def test_the_contract_end_to_end(http, base_url, unique):
     assert http.get(f"{base_url}/api/v1/leaderboard", timeout=10).status_code == 200
 
 
+def test_a_signed_push_from_the_code_host_credits_its_commits_once(
+    http, base_url, unique
+):
+    """GitHub's webhook through HAProxy's HTTPS frontend: the HMAC of the raw body with the
+    project's secret, a commit per member credited once however often it is delivered."""
+    member = new_member(http, base_url, f"hook-{unique}", f"hook-{unique}")
+    commits = [
+        {"id": f"{unique}{n:030x}", "message": f"fix {n}", "author": {"username": who}}
+        for n, who in enumerate([member.handle, member.handle, "not-a-member"])
+    ]
+    payload = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "commits": commits,
+            "sender": {"login": member.handle},
+        }
+    ).encode()
+    url = f"{base_url}/api/v1/webhooks/github/{member.project}"
+
+    def deliver(body: bytes, delivery: str, secret: str = member.webhook_secret):
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": f"sha256={digest}",
+        }
+        return http.post(url, data=body, headers=headers, timeout=10)
+
+    forged = deliver(payload, f"d0-{unique}", secret="not-the-secret")
+    assert forged.status_code == 401, forged.text
+    first = deliver(payload, f"d1-{unique}")
+    assert first.status_code == 200, first.text
+    assert len(first.json()["credited"]) == 2 and len(first.json()["skipped"]) == 1
+    assert deliver(payload, f"d2-{unique}").json()["credited"] == []  # pushed again
+    balance = http.get(f"{base_url}/api/v1/balances/{member.handle}", timeout=10)
+    assert balance.json()["balance"] == 2 * first.json()["credited"][0]["points"]
+
+
 def test_one_request_id_is_followed_through_haproxy_web_and_redeem(
     http, base_url, unique
 ):
-    handle, project = f"rid-{unique}", f"rid-{unique}"
-    http.post(f"{base_url}/api/v1/users", json={"handle": handle}, timeout=10)
-    http.post(f"{base_url}/api/v1/projects", json={"name": project}, timeout=10)
-    http.post(
-        f"{base_url}/api/v1/projects/{project}/members",
-        json={"handle": handle},
-        timeout=10,
-    )
-    body = {"handle": handle, "project": project, "kind": "issue", "ref": "r1"}
-    http.post(f"{base_url}/api/v1/contributions", json=body, timeout=10)
+    member = new_member(http, base_url, f"rid-{unique}", f"rid-{unique}")
+    credit(http, base_url, member, "r1")
 
     request_id = f"follow-{unique}"
     r = http.post(
         f"{base_url}/api/v1/redemptions",
-        json={"handle": handle, "sku": "coffee"},
-        headers={"X-Request-ID": request_id},
+        json={"handle": member.handle, "sku": "coffee"},
+        headers={"X-Request-ID": request_id} | bearer(member.token),
         timeout=10,
     )
     assert r.status_code == 201, r.text

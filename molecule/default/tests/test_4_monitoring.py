@@ -15,8 +15,11 @@ import requests
 from conftest import (
     PROJECT,
     alert_time,
+    bearer,
     container_address,
+    credit,
     host,
+    new_member,
     run_playbook,
     sink_alerts,
 )
@@ -177,22 +180,18 @@ def test_the_overview_console_draws_its_graphs_with_data(prometheus, tmp_path):
 def test_one_request_is_traced_through_the_central_log_store(http, base_url):
     """A redemption touches HAProxy (public and internal frontends), redeem, web and the
     vendor: `make logs REQUEST_ID=` shows every line of it, from every tier, in time order."""
-    handle, project = f"tracer-{uuid.uuid4().hex[:8]}", f"trace-{uuid.uuid4().hex[:8]}"
-    assert http.post(base_url + "/api/v1/users", json={"handle": handle}, timeout=10).ok
-    assert http.post(
-        base_url + "/api/v1/projects", json={"name": project}, timeout=10
-    ).ok
-    members = f"{base_url}/api/v1/projects/{project}/members"
-    assert http.post(members, json={"handle": handle}, timeout=10).ok
-    contribution = {"handle": handle, "project": project, "kind": "issue", "ref": "t-1"}
-    assert http.post(
-        base_url + "/api/v1/contributions", json=contribution, timeout=10
-    ).ok
+    member = new_member(
+        http,
+        base_url,
+        f"tracer-{uuid.uuid4().hex[:8]}",
+        f"trace-{uuid.uuid4().hex[:8]}",
+    )
+    credit(http, base_url, member, "t-1")
     request_id = f"trace-{uuid.uuid4().hex}"
     response = http.post(
         base_url + "/api/v1/redemptions",
-        json={"handle": handle, "sku": "coffee"},
-        headers={"X-Request-ID": request_id},
+        json={"handle": member.handle, "sku": "coffee"},
+        headers={"X-Request-ID": request_id} | bearer(member.token),
         timeout=10,
     )
     assert response.status_code == 201, response.text
