@@ -70,12 +70,16 @@ def origin(live, tmp_path_factory):
 
 
 def test_haproxy_routes_one_origin_and_hides_internal(origin, api):
-    handle, _ = api.member()
+    handle, project = api.member()
     assert requests.get(f"{origin}/api/v1/users/{handle}", timeout=5).status_code == 200
     assert requests.get(f"{origin}/api/v1/balances/{handle}", timeout=5).json()["balance"] == 0
     assert requests.get(f"{origin}/", timeout=5).headers["Content-Type"].startswith("text/html")
     hidden = requests.post(f"{origin}/internal/v1/debits", json={}, timeout=5)
     assert hidden.status_code == 403
+    # The code host's deliveries reach web, which refuses an unsigned one.
+    hook = requests.post(f"{origin}/api/v1/webhooks/github/{project}", json={}, timeout=5)
+    assert hook.status_code == 401
+    assert hook.json()["error"]["code"] == "invalid_signature"
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import uuid
+
 import pytest
 import requests
 
@@ -18,6 +22,7 @@ ENDPOINTS = [
     ("web", "/internal/v1/debits", {"X-Internal-Token": TOKEN}),
     ("web", "/internal/v1/refunds", {"X-Internal-Token": TOKEN}),
     ("redeem", "/api/v1/redemptions", "user"),
+    ("web", "/api/v1/webhooks/github/{project}", "signed"),
     ("vendor", "/v1/orders", None),
 ]
 
@@ -31,11 +36,22 @@ def holder(api):
         "project": project,
         "user": api.as_user(handle),
         "admin": api.as_admin(project),
+        "secret": api.webhook_secrets[project],
     }
 
 
-def _resolve(holder, path: str, credentials) -> tuple[str, dict]:
-    headers = holder[credentials] if isinstance(credentials, str) else dict(credentials or {})
+def _resolve(holder, path: str, credentials, data: bytes) -> tuple[str, dict]:
+    if credentials == "signed":  # a push delivery, signed as GitHub signs it
+        digest = hmac.new(holder["secret"].encode(), data, hashlib.sha256).hexdigest()
+        headers = {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": f"sha256={digest}",
+        }
+    elif isinstance(credentials, str):
+        headers = holder[credentials]
+    else:
+        headers = credentials or {}
     return path.format(**holder), dict(headers)
 
 
@@ -77,7 +93,7 @@ BODIES = {
 @pytest.mark.parametrize(("service", "path", "credentials"), ENDPOINTS)
 def test_malformed_body_is_a_4xx_json_error(live, holder, service, path, credentials, case):
     data, content_type = BODIES[case]
-    path, all_headers = _resolve(holder, path, credentials)
+    path, all_headers = _resolve(holder, path, credentials, data.encode())
     if content_type:
         all_headers["Content-Type"] = content_type
     response = requests.post(

@@ -366,3 +366,6 @@ def init_app(app: Flask) -> None:
         timeout=settings.http_timeout,
     )
     app.extensions["sprintpoints_cache"] = PositiveCache(settings.membership_cache_ttl)
+    from . import github  # its own module; it credits through this one
+
+    app.register_blueprint(github.bp)
