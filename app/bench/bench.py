@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): balance reads and contribution writes through gunicorn under wrk,
-the cost of serving Prometheus metrics, the image size and the time of a rebuild after a
-code-only change.
+signed GitHub push deliveries of 20 commits each, the cost of serving Prometheus metrics, the
+image size and the time of a rebuild after a code-only change.
 
     app/.venv/bin/python app/bench/bench.py [--duration 10] [--connections 16]
-        [--workers 2] [--threads 4] [--rounds 2] [--skip-image]
+        [--webhook-connections 4] [--workers 2] [--threads 4] [--rounds 2] [--skip-image]
 
 Starts two identical registry + web stacks under gunicorn against the local PostgreSQL
 (throw-away databases), one with METRICS_PORT (as the image runs) and one without, seeds users,
-a project and points, then drives Debian's wrk (installed when missing) with Lua scripts on
-each in alternating rounds. Writes reports/bench.json at the repo root and prints it.
-Targets (2-core machine): >= 800 reads/s, >= 300 writes/s, p99 < 50 ms at 16 clients (with
-metrics on); metrics on >= 95 % of the throughput with them off; image < 150 MB; code-only
-rebuild < 10 s.
+a project (with its admin token and webhook secret, as a client gets them) and points, then
+drives Debian's wrk (installed when missing) with Lua scripts on each in alternating rounds;
+writes carry the project's admin token, so each one includes web's token check with registry.
+The webhook path runs on the stack with metrics, from a Python client (every delivery needs
+its own HMAC, which wrk's Lua cannot compute). Writes reports/bench.json at the repo root and
+prints it. Targets (2-core machine): >= 800 reads/s, >= 300 writes/s, p99 < 50 ms at 16
+clients (with metrics on); metrics on >= 95 % of the throughput with them off; image < 150 MB;
+code-only rebuild < 10 s. The webhook path has figures, no target.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -27,8 +33,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
 import psycopg2
@@ -78,21 +87,24 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
 
 
-def http(method: str, url: str, body: dict | None = None) -> int:
+def http(method: str, url: str, body: dict | None = None, token: str = "") -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
     request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status
+            return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, {}
 
 
-def seed(url: str, body: dict) -> None:
-    status = http("POST", url, body)
+def seed(url: str, body: dict, token: str = "") -> dict:
+    status, answer = http("POST", url, body, token)
     if status != 201:
         raise RuntimeError(f"seeding POST {url} answered {status}")
+    return answer
 
 
 def to_ms(text: str) -> float:
@@ -164,6 +176,117 @@ def wrk(url: str, script: str, args: list[str], duration: int, connections: int)
     }
 
 
+class Seeded:
+    """A seeded stack: web's URL, the project, its members, admin token and webhook secret."""
+
+    def __init__(self, web: str, project: str, handles: list[str], admin: str, secret: str):
+        self.web, self.project, self.handles = web, project, handles
+        self.admin_token, self.webhook_secret = admin, secret
+
+    @property
+    def handle_arg(self) -> str:
+        return ",".join(self.handles)
+
+
+PUSH_FIXTURE = APP / "tests" / "fixtures" / "github_push.json"
+COMMITS_PER_PUSH = 20
+
+
+class Pushes:
+    """Signed GitHub push deliveries of 20 new commits each, by the project's members, shaped
+    like the recorded push in tests/fixtures."""
+
+    def __init__(self, seeded: Seeded):
+        self.seeded = seeded
+        self.template = json.loads(PUSH_FIXTURE.read_text())
+        self.commit = self.template["commits"][0]
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> tuple[bytes, dict[str, str]]:
+        with self._lock:
+            self._count += 1
+            number = self._count
+        payload = copy.copy(self.template)
+        payload["commits"] = [self._commit(number, i) for i in range(COMMITS_PER_PUSH)]
+        payload["head_commit"] = payload["commits"][-1]
+        payload["after"] = payload["head_commit"]["id"]
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        digest = hmac.new(self.seeded.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/bench",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": f"sha256={digest}",
+        }
+
+    def _commit(self, number: int, index: int) -> dict:
+        commit = copy.deepcopy(self.commit)
+        commit["id"] = hashlib.sha1(f"{number}-{index}".encode()).hexdigest()  # noqa: S324
+        handle = self.seeded.handles[(number + index) % len(self.seeded.handles)]
+        commit["author"] = {**commit["author"], "username": handle}
+        commit["committer"] = commit["author"]
+        return commit
+
+
+def bench_webhook(seeded: Seeded, duration: int, connections: int) -> dict:
+    """Signed 20-commit pushes from ``connections`` keep-alive clients for ``duration`` s."""
+    pushes = Pushes(seeded)
+    address = seeded.web.removeprefix("http://")
+    path = f"/api/v1/webhooks/github/{seeded.project}"
+    latencies: list[float] = []
+    failures: list[int] = []  # one count per client
+    deadline = time.monotonic() + duration
+
+    def client() -> None:
+        conn, failed = HTTPConnection(address, timeout=30), 0
+        while time.monotonic() < deadline:
+            body, headers = pushes.next()
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+            except (OSError, HTTPException):
+                failed += 1
+                conn.close()
+                conn = HTTPConnection(address, timeout=30)
+                continue
+            latencies.append(time.perf_counter() - started)
+            credited = json.loads(answer).get("credited", []) if response.status == 200 else []
+            if len(credited) != COMMITS_PER_PUSH:
+                failed += 1
+        conn.close()
+        failures.append(failed)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        if not latencies:
+            return 0.0
+        return round(1000.0 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2)
+
+    return {
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "commits_per_s": round(COMMITS_PER_PUSH * len(latencies) / elapsed, 1),
+        "requests": len(latencies),
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        # deliveries not answered 200 with every commit credited
+        "non_2xx": sum(failures),
+        "socket_errors": None,
+        "connections": connections,
+    }
+
+
 class Stack:
     """registry + web under gunicorn, with their metrics served (``metrics=True``) or not."""
 
@@ -171,6 +294,7 @@ class Stack:
         self.workers, self.threads, self.metrics = workers, threads, metrics
         self.tag = "sp_bench_" + secrets.token_hex(4)
         self.password = secrets.token_hex(12)
+        self.digest_key = secrets.token_hex(32)
         self.procs: list[subprocess.Popen] = []
         self.dbs: list[str] = []
 
@@ -205,6 +329,7 @@ class Stack:
             "PORT": str(port),
             "METRICS_PORT": str(free_port()) if self.metrics else "0",
             "INTERNAL_TOKEN": self.password,
+            "TOKEN_DIGEST_KEY": self.digest_key,
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_THREADS": str(self.threads),
             "LOG_LEVEL": "warning",
@@ -228,7 +353,7 @@ class Stack:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if http("GET", url + "/healthz") == 200:
+                if http("GET", url + "/healthz")[0] == 200:
                     return url
             except OSError:
                 pass
@@ -236,19 +361,21 @@ class Stack:
                 raise RuntimeError(f"{env['SERVICE']} did not start")
             time.sleep(0.1)
 
-    def seeded_web(self) -> tuple[str, str, str]:
-        """Start registry and web, seed 50 members with points; (web URL, project, handles)."""
+    def seeded_web(self) -> Seeded:
+        """Start registry and web, seed 50 members with points, as a client does: the project's
+        admin token adds the members and credits them."""
         registry = self.start(self.database("registry"))
         web = self.start({**self.database("web"), "REGISTRY_URL": registry})
         project = "bench-project"
         handles = [f"bencher-{i}" for i in range(50)]
-        seed(registry + "/api/v1/projects", {"name": project})
+        created = seed(registry + "/api/v1/projects", {"name": project})
+        admin = created["admin_token"]
         for handle in handles:
             seed(registry + "/api/v1/users", {"handle": handle})
-            seed(f"{registry}/api/v1/projects/{project}/members", {"handle": handle})
+            seed(f"{registry}/api/v1/projects/{project}/members", {"handle": handle}, admin)
             contribution = {"handle": handle, "project": project, "kind": "issue"}
-            seed(web + "/api/v1/contributions", {**contribution, "ref": f"seed-{handle}"})
-        return web, project, ",".join(handles)
+            seed(web + "/api/v1/contributions", {**contribution, "ref": f"seed-{handle}"}, admin)
+        return Seeded(web, project, handles, admin, created["webhook_secret"])
 
     def close(self) -> None:
         for proc in self.procs:
@@ -277,6 +404,17 @@ def _combine(runs: list[dict]) -> dict:
     }
 
 
+def measured(stack: Stack, run, *args) -> dict:
+    """``run(*args)``'s figures with the server-side CPU per request (gunicorn + PostgreSQL
+    backends), which does not depend on what else runs on the machine."""
+    roots = [proc.pid for proc in stack.procs]
+    before = server_cpu_seconds(roots, stack.dbs)
+    result = run(*args)
+    used = server_cpu_seconds(roots, stack.dbs) - before
+    result["server_cpu_ms_per_request"] = round(1000.0 * used / max(result["requests"], 1), 3)
+    return result
+
+
 def bench_http(args) -> dict:
     """The same load on two identical stacks, metrics served by one and not by the other, in
     alternating rounds (so a drift of the machine's load hits both), one run after the other."""
@@ -288,31 +426,50 @@ def bench_http(args) -> dict:
         targets = {mode: stack.seeded_web() for mode, stack in stacks.items()}
         run_id = secrets.token_hex(4)
         log(f"warming up ({args.workers} workers x {args.threads} threads, both stacks)")
-        for web, project, handle_arg in targets.values():
-            wrk(web, "read.lua", [handle_arg], 2, args.connections)
-            wrk(web, "write.lua", [run_id + "w", project, handle_arg], 2, args.connections)
+        for seeded in targets.values():
+            wrk(seeded.web, "read.lua", [seeded.handle_arg], 2, args.connections)
+            write_args = [run_id + "w", seeded.project, seeded.handle_arg, seeded.admin_token]
+            wrk(seeded.web, "write.lua", write_args, 2, args.connections)
+        bench_webhook(targets["metrics_on"], 2, args.webhook_connections)
         runs: dict[tuple[str, str], list[dict]] = {}
+        webhook_runs: list[dict] = []
         for round_no in range(args.rounds):
             order = list(stacks) if round_no % 2 == 0 else list(reversed(stacks))
             for name, script in (("balance_read", "read.lua"), ("contribution_write", "write.lua")):
                 for mode in order:
-                    web, project, handle_arg = targets[mode]
+                    seeded = targets[mode]
                     script_args = (
-                        [handle_arg]
+                        [seeded.handle_arg]
                         if script == "read.lua"
-                        else [f"{run_id}{round_no}", project, handle_arg]
+                        else [
+                            f"{run_id}{round_no}",
+                            seeded.project,
+                            seeded.handle_arg,
+                            seeded.admin_token,
+                        ]
                     )
                     log(f"{name} ({mode}, round {round_no + 1}): {args.duration}s")
-                    roots = [proc.pid for proc in stacks[mode].procs]
-                    before = server_cpu_seconds(roots, stacks[mode].dbs)
-                    result = wrk(web, script, script_args, args.duration, args.connections)
-                    used = server_cpu_seconds(roots, stacks[mode].dbs) - before
-                    # Server-side CPU per request (gunicorn + PostgreSQL backends) does not
-                    # depend on what else runs on the machine.
-                    result["server_cpu_ms_per_request"] = round(
-                        1000.0 * used / max(result["requests"], 1), 3
+                    runs.setdefault((name, mode), []).append(
+                        measured(
+                            stacks[mode],
+                            wrk,
+                            seeded.web,
+                            script,
+                            script_args,
+                            args.duration,
+                            args.connections,
+                        )
                     )
-                    runs.setdefault((name, mode), []).append(result)
+            log(f"webhook_push_20_commits (metrics_on, round {round_no + 1}): {args.duration}s")
+            webhook_runs.append(
+                measured(
+                    stacks["metrics_on"],
+                    bench_webhook,
+                    targets["metrics_on"],
+                    args.duration,
+                    args.webhook_connections,
+                )
+            )
         results: dict = {}
         instrumentation: dict = {}
         for name in ("balance_read", "contribution_write"):
@@ -332,6 +489,10 @@ def bench_http(args) -> dict:
                 "p99_ms_on": on["p99_ms"],
             }
         results["metrics_instrumentation"] = instrumentation
+        webhook = _combine(webhook_runs)
+        webhook["commits_per_s"] = round(webhook["requests_per_s"] * COMMITS_PER_PUSH, 1)
+        webhook["connections"] = args.webhook_connections
+        results["webhook_push_20_commits"] = webhook
         return results
     finally:
         for stack in stacks.values():
@@ -369,6 +530,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--webhook-connections", type=int, default=4, help="concurrent webhook deliveries"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode")
@@ -385,17 +549,19 @@ def main() -> int:
             "workers": args.workers,
             "threads": args.threads,
             "rounds": args.rounds,
+            "webhook_connections": args.webhook_connections,
         },
         **bench_http(args),
     }
     if not args.skip_image:
         report.update(bench_image())
     reads, writes = report["balance_read"], report["contribution_write"]
+    webhook = report["webhook_push_20_commits"]
     checks = {
         "reads_per_s": reads["requests_per_s"] >= TARGETS["reads_per_s_min"],
         "writes_per_s": writes["requests_per_s"] >= TARGETS["writes_per_s_min"],
         "p99_ms": max(reads["p99_ms"], writes["p99_ms"]) < TARGETS["p99_ms_max"],
-        "no_errors": reads["non_2xx"] == writes["non_2xx"] == 0,
+        "no_errors": reads["non_2xx"] == writes["non_2xx"] == webhook["non_2xx"] == 0,
         # Serving /metrics costs at most 5 % of the throughput, reads and writes alike.
         "metrics_cost": all(
             m["throughput_ratio_on_off"] >= TARGETS["metrics_throughput_ratio_min"]

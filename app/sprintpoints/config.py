@@ -12,7 +12,7 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SERVICES = ("web", "registry", "redeem", "vendor-stub")
 DB_SERVICES = ("web", "registry", "redeem")
@@ -22,12 +22,16 @@ SECRETS = (
     "INTERNAL_CALL_TOKEN",
     "INTERNAL_CALLERS",
     "VENDOR_API_KEY",
+    "TOKEN_DIGEST_KEY",
 )
-# Who calls whose /internal/ API: each caller presents a token of its own, and each callee
-# accepts the tokens of its own callers only (redeem's token opens nothing on registry).
-INTERNAL_CALLS = {"web": "registry", "redeem": "web"}
-INTERNAL_CALLERS_OF = {"registry": ("web",), "web": ("redeem",)}
+# Who calls whose /internal/ API: each caller presents one token of its own to every callee,
+# and each callee accepts the tokens of its own callers only (web's token opens nothing on
+# web). An endpoint may narrow this further (registry gives redeem token checks only).
+INTERNAL_CALLS = {"web": ("registry",), "redeem": ("web", "registry")}
+INTERNAL_CALLERS_OF = {"registry": ("web", "redeem"), "web": ("redeem",)}
 MIN_TOKEN_LENGTH = 16
+# The key of the digests registry stores instead of the users' and projects' tokens.
+MIN_DIGEST_KEY_LENGTH = 32
 # libpq's sslmode values; the two verify-* ones need the CA that signed the server's certificate.
 DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _CALLER_ENTRY = re.compile(r"^(?P<caller>[a-z][a-z0-9-]*):(?P<token>\S+)$")
@@ -65,7 +69,9 @@ class Settings:
     internal_callers: tuple[tuple[str, str], ...] = ()
     internal_token: str = ""
     http_timeout: float = 5.0
-    # web
+    # registry: the key of the HMAC digests it stores instead of API tokens
+    token_digest_key: str = field(default="", repr=False)
+    # web and redeem (tokens are verified by registry)
     registry_url: str = ""
     points_commit: int = 10
     points_issue: int = 25
@@ -216,10 +222,10 @@ def _internal_auth(env: _Env, service: str) -> dict[str, object]:
     if service in INTERNAL_CALLS:
         values["internal_call_token"] = env.str("INTERNAL_CALL_TOKEN")
         if not values["internal_call_token"] and not shared:
+            callees = " and ".join(INTERNAL_CALLS[service])
             raise ConfigError(
                 f"INTERNAL_CALL_TOKEN is required: the token {service} presents to"
-                f" {INTERNAL_CALLS[service]} (or INTERNAL_TOKEN, the token every service"
-                " shared before)"
+                f" {callees} (or INTERNAL_TOKEN, the token every service shared before)"
             )
     if service in INTERNAL_CALLERS_OF:
         values["internal_callers"] = env.callers("INTERNAL_CALLERS", service)
@@ -255,6 +261,22 @@ def _db_tls(env: _Env) -> dict[str, str]:
         if "-----BEGIN CERTIFICATE-----" not in pem:
             raise ConfigError(f"DB_SSLROOTCERT: {rootcert} holds no PEM certificate")
     return {"db_sslmode": mode, "db_sslrootcert": rootcert}
+
+
+def _token_digest_key(env: _Env) -> str:
+    """registry's digest key: long enough that the digests cannot be brute-forced from the
+    database alone. The message never shows the key."""
+    key = env.str("TOKEN_DIGEST_KEY")
+    if not key:
+        raise ConfigError(
+            "TOKEN_DIGEST_KEY is required: the secret key of the digests registry stores"
+            " instead of API tokens (changing it invalidates every token)"
+        )
+    if len(key) < MIN_DIGEST_KEY_LENGTH:
+        raise ConfigError(
+            f"TOKEN_DIGEST_KEY must be at least {MIN_DIGEST_KEY_LENGTH} characters, got {len(key)}"
+        )
+    return key
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Settings:
@@ -303,8 +325,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, migrate: bool = F
             points_issue=env.int("POINTS_ISSUE", 25, lo=0, hi=1_000_000),
             membership_cache_ttl=env.float("MEMBERSHIP_CACHE_TTL", 60.0, lo=0, hi=86400),
         )
+    elif service == "registry":
+        values["token_digest_key"] = _token_digest_key(env)
     elif service == "redeem":
         values.update(
+            registry_url=env.url("REGISTRY_URL", required=True),
             web_url=env.url("WEB_URL", required=True),
             vendor_url=env.url("VENDOR_URL", required=True),
             vendor_api_key=env.str("VENDOR_API_KEY"),

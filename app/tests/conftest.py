@@ -34,12 +34,18 @@ ADMIN_DSN = os.environ.get(
 DB_HOST = os.environ.get("SPRINTPOINTS_TEST_DB_HOST", "127.0.0.1")
 DB_PORT = os.environ.get("SPRINTPOINTS_TEST_DB_PORT", "5432")
 # /internal/ tokens as a deployment hands them out: one per calling service, each accepted by
-# its callee only. TOKEN is redeem's, the one that opens web's /internal/ API.
+# its callees only. TOKEN is redeem's, the one that opens web's /internal/ API (and registry's
+# token checks).
 TOKEN = "test-redeem-token-" + secrets.token_hex(8)
 WEB_TOKEN = "test-web-token-" + secrets.token_hex(8)
+# registry's key for the digests of API tokens
+DIGEST_KEY = "test-digest-key-" + secrets.token_hex(16)
 INTERNAL_ENV = {
     "web": {"INTERNAL_CALL_TOKEN": WEB_TOKEN, "INTERNAL_CALLERS": f"redeem:{TOKEN}"},
-    "registry": {"INTERNAL_CALLERS": f"web:{WEB_TOKEN}"},
+    "registry": {
+        "INTERNAL_CALLERS": f"web:{WEB_TOKEN}\nredeem:{TOKEN}",
+        "TOKEN_DIGEST_KEY": DIGEST_KEY,
+    },
     "redeem": {"INTERNAL_CALL_TOKEN": TOKEN},
 }
 VENV_BIN = Path(sys.executable).parent
@@ -250,6 +256,7 @@ def live(databases, tmp_path_factory) -> Services:
         # and settle rows that the reconciler's own tests set up and settle step by step.
         redeem_env = {
             **databases["redeem"].env("redeem"),
+            "REGISTRY_URL": registry.url,
             "WEB_URL": web.url,
             "RECONCILE_INTERVAL_S": "0",
         }
@@ -268,7 +275,11 @@ def _app_env(databases, live, service: str, **extra) -> dict[str, str]:
     if service == "web":
         env["REGISTRY_URL"] = live["registry"].url
     if service == "redeem":
-        env.update(WEB_URL=live["web"].url, VENDOR_URL=live["vendor"].url)
+        env.update(
+            REGISTRY_URL=live["registry"].url,
+            WEB_URL=live["web"].url,
+            VENDOR_URL=live["vendor"].url,
+        )
     if service == "vendor-stub":
         env["SERVICE"] = "vendor-stub"
     env.update(extra)
@@ -300,30 +311,66 @@ def redeem_client(make_app):
     return make_app("redeem").test_client()
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Api:
-    """Small helper for seeding data through the live services."""
+    """Small helper for seeding data through the live services. It keeps the tokens of the
+    users and projects it creates, and writes with them as a client would."""
 
     def __init__(self, live: Services):
         self.live = live
         self.http = requests.Session()
+        self.tokens: dict[str, str] = {}  # handle -> the user's token
+        self.admin_tokens: dict[str, str] = {}  # project -> its admin token
+        self.webhook_secrets: dict[str, str] = {}  # project -> its webhook secret
 
-    def post(self, service: str, path: str, body: dict, **kw) -> requests.Response:
+    def post(self, service: str, path: str, body: dict | None, **kw) -> requests.Response:
         return self.http.post(self.live[service].url + path, json=body, timeout=10, **kw)
 
     def get(self, service: str, path: str, **kw) -> requests.Response:
         return self.http.get(self.live[service].url + path, timeout=10, **kw)
 
-    def member(self, handle: str | None = None, project: str | None = None) -> tuple[str, str]:
+    def user(self, handle: str | None = None) -> str:
+        """A user this helper holds the token of (created unless it already was)."""
         handle = handle or unique("dev")
-        project = project or unique("proj")
-        assert self.post("registry", "/api/v1/users", {"handle": handle}).status_code in (201, 409)
-        assert self.post("registry", "/api/v1/projects", {"name": project}).status_code in (
-            201,
-            409,
+        if handle not in self.tokens:
+            response = self.post("registry", "/api/v1/users", {"handle": handle})
+            assert response.status_code == 201, response.text
+            self.tokens[handle] = response.json()["token"]
+        return handle
+
+    def project(self, name: str | None = None) -> str:
+        name = name or unique("proj")
+        if name not in self.admin_tokens:
+            response = self.post("registry", "/api/v1/projects", {"name": name})
+            assert response.status_code == 201, response.text
+            self.admin_tokens[name] = response.json()["admin_token"]
+            self.webhook_secrets[name] = response.json()["webhook_secret"]
+        return name
+
+    def as_user(self, handle: str) -> dict[str, str]:
+        return bearer(self.tokens[handle])
+
+    def as_admin(self, project: str) -> dict[str, str]:
+        return bearer(self.admin_tokens[project])
+
+    def member(self, handle: str | None = None, project: str | None = None) -> tuple[str, str]:
+        handle, project = self.user(handle), self.project(project)
+        response = self.post(
+            "registry",
+            f"/api/v1/projects/{project}/members",
+            {"handle": handle},
+            headers=self.as_admin(project),
         )
-        response = self.post("registry", f"/api/v1/projects/{project}/members", {"handle": handle})
         assert response.status_code in (200, 201), response.text
         return handle, project
+
+    def contribute(self, handle: str, project: str, kind: str = "commit", ref: str | None = None):
+        """A manual credit with the project's admin token."""
+        body = {"handle": handle, "project": project, "kind": kind, "ref": ref or unique("ref")}
+        return self.post("web", "/api/v1/contributions", body, headers=self.as_admin(project))
 
     def earn(self, handle: str, project: str, points: int) -> int:
         """Credit ``points`` (a multiple of 5: issues 25 and commits 10) and return the balance."""
@@ -333,14 +380,19 @@ class Api:
         assert rest == 0, "points must be made of 25s and 10s"
         for kind, count in (("issue", issues), ("commit", commits)):
             for _ in range(count):
-                response = self.post(
-                    "web",
-                    "/api/v1/contributions",
-                    {"handle": handle, "project": project, "kind": kind, "ref": unique("ref")},
-                )
+                response = self.contribute(handle, project, kind)
                 assert response.status_code == 201, response.text
                 balance = response.json()["balance"]
         return balance
+
+    def redeem(
+        self, handle: str, sku: str = "coffee", *, service: str = "redeem", key=None, **body
+    ) -> requests.Response:
+        """A redemption with the user's own token."""
+        headers = {**self.as_user(handle), **({"Idempotency-Key": key} if key else {})}
+        return self.post(
+            service, "/api/v1/redemptions", {"handle": handle, "sku": sku, **body}, headers=headers
+        )
 
     def balance(self, handle: str) -> int:
         response = self.get("web", f"/api/v1/balances/{handle}")

@@ -28,6 +28,7 @@ BASE = {
         "DB_USER": "r",
         "DB_PASSWORD": "pw",
         "INTERNAL_TOKEN": "t",
+        "TOKEN_DIGEST_KEY": "k" * 32,
     },
     "redeem": {
         "SERVICE": "redeem",
@@ -36,6 +37,7 @@ BASE = {
         "DB_USER": "d",
         "DB_PASSWORD": "pw",
         "INTERNAL_TOKEN": "t",
+        "REGISTRY_URL": "http://registry:9002",
         "WEB_URL": "http://web:9001",
         "VENDOR_URL": "http://vendor:9004",
     },
@@ -80,6 +82,31 @@ def test_invalid_value_is_named(name, value):
         load_settings({**BASE["web"], name: value})
 
 
+def test_token_digest_key_is_long_enough_and_never_shown():
+    key = "short-but-secret-key"
+    with pytest.raises(ConfigError, match="TOKEN_DIGEST_KEY must be at least 32") as failure:
+        load_settings({**BASE["registry"], "TOKEN_DIGEST_KEY": key})
+    assert key not in str(failure.value)
+    settings = load_settings({**BASE["registry"], "TOKEN_DIGEST_KEY": "s" * 40})
+    assert settings.token_digest_key == "s" * 40
+    assert "s" * 40 not in repr(settings)
+
+
+def test_token_digest_key_can_come_from_a_file(tmp_path):
+    (tmp_path / "key").write_text("f" * 32 + "\n")
+    env = {k: v for k, v in BASE["registry"].items() if k != "TOKEN_DIGEST_KEY"}
+    settings = load_settings({**env, "TOKEN_DIGEST_KEY_FILE": str(tmp_path / "key")})
+    assert settings.token_digest_key == "f" * 32
+    with pytest.raises(ConfigError, match="TOKEN_DIGEST_KEY"):
+        load_settings({**BASE["registry"], "TOKEN_DIGEST_KEY_FILE": str(tmp_path / "key")})
+
+
+def test_only_registry_needs_the_digest_key():
+    assert load_settings(BASE["web"]).token_digest_key == ""
+    migrate_env = {k: v for k, v in BASE["registry"].items() if k != "TOKEN_DIGEST_KEY"}
+    assert load_settings(migrate_env, migrate=True).service == "registry"
+
+
 def test_vendor_failure_rate_is_bounded():
     with pytest.raises(ConfigError, match="VENDOR_FAILURE_RATE"):
         load_settings({"SERVICE": "vendor-stub", "VENDOR_FAILURE_RATE": "1.5"})
@@ -115,7 +142,8 @@ def test_non_secret_file_variables_are_not_read(tmp_path):
 
 
 def test_migrate_needs_only_database_settings():
-    env = {k: v for k, v in BASE["redeem"].items() if k not in ("WEB_URL", "VENDOR_URL")}
+    urls = ("REGISTRY_URL", "WEB_URL", "VENDOR_URL")
+    env = {k: v for k, v in BASE["redeem"].items() if k not in urls}
     env.pop("INTERNAL_TOKEN")
     assert load_settings(env, migrate=True).db_name == "d"
 

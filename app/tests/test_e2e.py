@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -59,13 +61,14 @@ def test_request_id_follows_a_redemption_across_services(live, api):
         "redeem",
         "/api/v1/redemptions",
         {"handle": handle, "sku": "coffee"},
-        headers={"X-Request-ID": rid},
+        headers={**api.as_user(handle), "X-Request-ID": rid},
     )
     assert response.status_code == 201
     assert response.headers["X-Request-ID"] == rid
     lines = {}
     for name, path in (
         ("redeem", "POST /api/v1/redemptions"),
+        ("registry", "POST /internal/v1/tokens/verify"),
         ("web", "POST /internal/v1/debits"),
         ("vendor", "POST /v1/orders"),
     ):
@@ -84,19 +87,36 @@ def test_full_flow_through_the_services(api):
     assert api.balance(handle) == 60
     board = api.get("web", "/api/v1/leaderboard?limit=100").json()["leaders"]
     assert any(row["handle"] == handle and row["earned"] == 60 for row in board)
-    redeemed = api.post(
-        "redeem", "/api/v1/redemptions", {"handle": handle, "sku": "pop-tarts", "quantity": 2}
-    )
+    redeemed = api.redeem(handle, "pop-tarts", quantity=2)
     assert redeemed.status_code == 201
     assert redeemed.json()["balance"] == 0
-    fetched = api.get("redeem", f"/api/v1/redemptions/{redeemed.json()['id']}").json()
+    path = f"/api/v1/redemptions/{redeemed.json()['id']}"
+    fetched = api.get("redeem", path, headers=api.as_user(handle)).json()
     assert fetched["status"] == "fulfilled"
     assert fetched["points_spent"] == 60
-    assert_error(
-        api.post("redeem", "/api/v1/redemptions", {"handle": handle, "sku": "coffee"}),
-        409,
-        "insufficient_points",
-    )
+    assert_error(api.redeem(handle, "coffee"), 409, "insufficient_points")
+
+
+def test_a_client_of_the_old_contract_is_refused_and_nothing_moves(api):
+    """Anonymous writes, as every client made them before 2.0.0: each a 401 with the error
+    body and the Bearer challenge, and no point credited or spent."""
+    handle, project = api.member()
+    api.earn(handle, project, 25)
+    writes = [
+        ("registry", f"/api/v1/projects/{project}/members", {"handle": api.user()}),
+        (
+            "web",
+            "/api/v1/contributions",
+            {"handle": handle, "project": project, "kind": "commit", "ref": unique()},
+        ),
+        ("redeem", "/api/v1/redemptions", {"handle": handle, "sku": "coffee"}),
+    ]
+    for service, path, body in writes:
+        refused = api.post(service, path, body)
+        assert_error(refused, 401, "unauthorized")
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert api.balance(handle) == 25
+    assert api.get("registry", f"/api/v1/projects/{project}").json()["members"] == [handle]
 
 
 def test_thirty_concurrent_redemptions_against_a_balance_for_five(api):
@@ -110,6 +130,7 @@ def test_thirty_concurrent_redemptions_against_a_balance_for_five(api):
             .post(
                 api.live["redeem"].url + "/api/v1/redemptions",
                 json={"handle": handle, "sku": "coffee"},
+                headers=api.as_user(handle),
                 timeout=30,
             )
             .status_code
@@ -133,7 +154,7 @@ def test_concurrent_retries_with_one_key_debit_once(api):
         return requests.post(
             api.live["redeem"].url + "/api/v1/redemptions",
             json={"handle": handle, "sku": "coffee"},
-            headers={"Idempotency-Key": key},
+            headers={**api.as_user(handle), "Idempotency-Key": key},
             timeout=30,
         ).status_code
 
@@ -147,11 +168,7 @@ def test_concurrent_retries_with_one_key_debit_once(api):
 def test_vendor_failure_through_the_processes_refunds(live, api):
     handle, project = api.member()
     api.earn(handle, project, 25)
-    response = requests.post(
-        live["redeem-failing"].url + "/api/v1/redemptions",
-        json={"handle": handle, "sku": "coffee"},
-        timeout=30,
-    )
+    response = api.redeem(handle, service="redeem-failing")
     assert_error(response, 502, "vendor_unavailable")
     assert api.balance(handle) == 25
 
@@ -168,5 +185,28 @@ def test_internal_endpoints_refuse_without_token(live):
 def test_openapi_is_served(live):
     spec = requests.get(live["web"].url + "/openapi.yaml", timeout=5)
     assert spec.status_code == 200
-    for path in ("/api/v1/users", "/api/v1/contributions", "/api/v1/redemptions", "/readyz"):
-        assert f"  {path}" in spec.text
+    for path in (
+        "/api/v1/users",
+        "/api/v1/users/{handle}/token",
+        "/api/v1/projects/{name}/tokens",
+        "/api/v1/contributions",
+        "/api/v1/webhooks/github/{project}",
+        "/api/v1/redemptions",
+        "/readyz",
+    ):
+        assert f"  {path}:" in spec.text
+    assert 'version: "2.0.0"' in spec.text
+    assert "bearerAuth:" in spec.text
+
+
+def test_every_public_route_is_in_the_contract(make_app):
+    spec = (Path(__file__).parents[1] / "sprintpoints" / "openapi.yaml").read_text()
+    documented = {
+        re.sub(r"\{[^}]+\}", "{}", line.strip().rstrip(":"))
+        for line in spec.splitlines()
+        if re.fullmatch(r"  /\S+:", line)
+    }
+    for service in ("web", "registry", "redeem"):
+        for rule in make_app(service).url_map.iter_rules():
+            if rule.rule.startswith("/api/"):
+                assert re.sub(r"<[^>]+>", "{}", rule.rule) in documented, rule.rule

@@ -70,12 +70,16 @@ def origin(live, tmp_path_factory):
 
 
 def test_haproxy_routes_one_origin_and_hides_internal(origin, api):
-    handle, _ = api.member()
+    handle, project = api.member()
     assert requests.get(f"{origin}/api/v1/users/{handle}", timeout=5).status_code == 200
     assert requests.get(f"{origin}/api/v1/balances/{handle}", timeout=5).json()["balance"] == 0
     assert requests.get(f"{origin}/", timeout=5).headers["Content-Type"].startswith("text/html")
     hidden = requests.post(f"{origin}/internal/v1/debits", json={}, timeout=5)
     assert hidden.status_code == 403
+    # The code host's deliveries reach web, which refuses an unsigned one.
+    hook = requests.post(f"{origin}/api/v1/webhooks/github/{project}", json={}, timeout=5)
+    assert hook.status_code == 401
+    assert hook.json()["error"]["code"] == "invalid_signature"
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +112,11 @@ def browser(tmp_path_factory):
             context.close()
 
 
-def test_look_up_a_balance_and_redeem_through_the_page(origin, browser, api, tmp_path):
+def test_sign_in_look_up_a_balance_and_redeem_through_the_page(origin, browser, api, tmp_path):
+    # A user as a client makes one: the API answers the token once.
     handle, project = api.member()
+    token = api.tokens[handle]
+    other = api.user()
     api.earn(handle, project, 50)
     page = browser.new_page()
     errors: list[str] = []
@@ -129,7 +136,33 @@ def test_look_up_a_balance_and_redeem_through_the_page(origin, browser, api, tmp
         page.wait_for_selector("#balance-result.error")
         assert "No user named" in page.text_content("#balance-result")
 
-        page.fill("#redeem-handle", handle)
+        # Signed out, the page offers no redemption.
+        assert page.is_disabled("#redeem-form button")
+
+        # Someone else's valid token, then an unknown one: refused, nothing stored.
+        page.fill("#signin-handle", handle)
+        page.fill("#signin-token", api.tokens[other])
+        page.click("#signin-form button")
+        page.wait_for_selector("#signin-result.error")
+        assert page.text_content("#signin-result") == f"That token is not {handle}'s."
+        page.fill("#signin-token", "spu_" + "A" * 43)
+        page.click("#signin-form button")
+        page.wait_for_function(
+            "document.querySelector('#signin-result').textContent === 'That token is not valid.'"
+        )
+        assert page.evaluate("sessionStorage.length") == 0
+
+        page.fill("#signin-token", token)
+        page.click("#signin-form button")
+        page.wait_for_selector("#signed-in:not([hidden])")
+        assert page.text_content("#signed-in-handle") == handle
+        assert page.is_hidden("#signin-form")
+        stored = page.evaluate("JSON.parse(sessionStorage.getItem('sprintpoints.session'))")
+        assert stored == {"handle": handle, "token": token}
+        assert page.evaluate("document.cookie") == ""
+        assert browser.cookies() == []
+        assert page.input_value("#signin-token") == ""
+
         page.select_option("#redeem-sku", "coffee")
         page.fill("#redeem-quantity", "2")
         page.click("#redeem-form button")
@@ -144,6 +177,36 @@ def test_look_up_a_balance_and_redeem_through_the_page(origin, browser, api, tmp
         assert page.text_content("#redeem-result") == "Not enough points for that."
         assert api.balance(handle) == 10
         page.screenshot(path=str(tmp_path / "front-page.png"), full_page=True)
+
+        page.click("#signout")
+        page.wait_for_selector("#signin-form:not([hidden])")
+        assert page.evaluate("sessionStorage.length") == 0
+        assert page.is_disabled("#redeem-form button")
         assert errors == []
+    finally:
+        page.close()
+
+
+def test_a_replaced_token_signs_the_page_out(origin, browser, api):
+    handle, project = api.member()
+    api.earn(handle, project, 25)
+    page = browser.new_page()
+    try:
+        page.goto(origin + "/")
+        page.wait_for_selector("#redeem-sku option[value='coffee']", state="attached")
+        page.fill("#signin-handle", handle)
+        page.fill("#signin-token", api.tokens[handle])
+        page.click("#signin-form button")
+        page.wait_for_selector("#signed-in:not([hidden])")
+        # The token is replaced elsewhere (another device rotated it).
+        rotated = api.post(
+            "registry", f"/api/v1/users/{handle}/token", None, headers=api.as_user(handle)
+        )
+        api.tokens[handle] = rotated.json()["token"]
+        page.click("#redeem-form button")
+        page.wait_for_selector("#signin-form:not([hidden])")
+        assert "sign in again" in page.text_content("#signin-result")
+        assert page.evaluate("sessionStorage.length") == 0
+        assert api.balance(handle) == 25
     finally:
         page.close()

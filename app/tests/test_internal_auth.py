@@ -10,7 +10,7 @@ import pytest
 
 from sprintpoints.config import ConfigError, load_settings
 
-from .conftest import TOKEN, WEB_TOKEN, Services, assert_error, unique
+from .conftest import DIGEST_KEY, TOKEN, WEB_TOKEN, Services, assert_error, unique
 
 SHARED = "test-shared-token-" + secrets.token_hex(8)
 
@@ -27,11 +27,25 @@ def test_web_takes_internal_calls_from_redeem_only(web_client):
     assert_error(accepted, 409, "insufficient_points")  # past the guard: no such account
 
 
-def test_registry_takes_internal_calls_from_web_only(registry_client, api):
+def test_registry_takes_internal_calls_from_web_and_token_checks_from_redeem(registry_client, api):
     handle, _ = api.member()
     path = f"/internal/v1/users/{handle}"
     assert_error(registry_client.get(path, headers={"X-Internal-Token": TOKEN}), 401)
     assert registry_client.get(path, headers={"X-Internal-Token": WEB_TOKEN}).status_code == 200
+    check = {"token": api.tokens[handle]}
+    for caller in (TOKEN, WEB_TOKEN):
+        verified = registry_client.post(
+            "/internal/v1/tokens/verify", json=check, headers={"X-Internal-Token": caller}
+        )
+        assert verified.json == {"kind": "user", "handle": handle}
+    assert_error(registry_client.post("/internal/v1/tokens/verify", json=check), 401)
+
+
+def test_redeem_presents_its_own_token_to_registry(api):
+    # A redemption makes redeem check the user's token with registry, with TOKEN.
+    handle, project = api.member()
+    api.earn(handle, project, 25)
+    assert api.redeem(handle).status_code == 201
 
 
 def test_web_presents_its_own_token_to_registry(api):
@@ -50,6 +64,7 @@ def registry_of_before(databases, tmp_path_factory):
             **databases["registry"].env("registry"),
             "INTERNAL_TOKEN": SHARED,
             "INTERNAL_CALLERS": "",  # what Services.start would give a registry of today
+            "TOKEN_DIGEST_KEY": DIGEST_KEY,
         }
         registry = services.start("registry-shared", env, workers=1, threads=2)
         services.wait_ready()
@@ -66,14 +81,33 @@ def test_during_a_rollout_from_a_shared_token_calls_fall_back_to_it(
     handle, project = api.member()
     web = make_app("web", REGISTRY_URL=registry_of_before.url, INTERNAL_TOKEN=SHARED)
     contribution = {"handle": handle, "project": project, "kind": "commit", "ref": unique()}
-    response = web.test_client().post("/api/v1/contributions", json=contribution)
+    admin = api.as_admin(project)
+    response = web.test_client().post("/api/v1/contributions", json=contribution, headers=admin)
     assert response.status_code == 201, response.get_json()
     # Without the shared token, the old registry refuses web: the call fails, closed.
     web_alone = make_app("web", REGISTRY_URL=registry_of_before.url)
     refused = web_alone.test_client().post(
-        "/api/v1/contributions", json={**contribution, "ref": unique()}
+        "/api/v1/contributions", json={**contribution, "ref": unique()}, headers=admin
     )
     assert_error(refused, 503, "registry_unavailable")
+
+
+def test_redeem_falls_back_to_the_shared_token_on_its_new_edge_too(
+    make_app, registry_of_before, api
+):
+    """redeem's token checks with registry are a call edge new in this version: against a
+    registry that knows only the shared token they fall back to it like web's calls do."""
+    handle, project = api.member()
+    api.earn(handle, project, 25)
+    body = {"handle": handle, "sku": "coffee"}
+    redeem = make_app("redeem", REGISTRY_URL=registry_of_before.url, INTERNAL_TOKEN=SHARED)
+    mine = api.as_user(handle)
+    answer = redeem.test_client().post("/api/v1/redemptions", json=body, headers=mine)
+    assert answer.status_code == 201, answer.get_json()
+    alone = make_app("redeem", REGISTRY_URL=registry_of_before.url)
+    refused = alone.test_client().post("/api/v1/redemptions", json=body, headers=mine)
+    assert_error(refused, 503, "registry_unavailable")
+    assert api.balance(handle) == 5
 
 
 BASE = {
@@ -82,6 +116,7 @@ BASE = {
     "DB_NAME": "r",
     "DB_USER": "r",
     "DB_PASSWORD": "pw",
+    "TOKEN_DIGEST_KEY": DIGEST_KEY,
 }
 
 
@@ -97,7 +132,7 @@ def test_callers_are_parsed_one_entry_each():
 @pytest.mark.parametrize(
     ("callers", "message"),
     [
-        (f"redeem:{TOKEN}", "registry takes /internal/ calls from web, not 'redeem'"),
+        (f"vendor:{TOKEN}", "registry takes /internal/ calls from web, redeem, not 'vendor'"),
         (f"{TOKEN}", "entry 1 is not <caller>:<token>"),
         (f"web:{WEB_TOKEN} web:short", "the token of 'web' (entry 2) is shorter than 16"),
     ],
@@ -111,15 +146,21 @@ def test_a_bad_callers_entry_is_named_without_its_token(callers, message):
 
 
 def test_each_side_names_what_it_misses():
-    with pytest.raises(ConfigError, match="INTERNAL_CALLERS is required: <caller>:<token> of web"):
+    with pytest.raises(
+        ConfigError, match="INTERNAL_CALLERS is required: <caller>:<token> of web and redeem"
+    ):
         load_settings(BASE)
     redeem = {
         **BASE,
         "SERVICE": "redeem",
+        "REGISTRY_URL": "http://registry:9002",
         "WEB_URL": "http://web:9001",
         "VENDOR_URL": "http://vendor:9004",
     }
-    with pytest.raises(ConfigError, match="INTERNAL_CALL_TOKEN is required: the token redeem"):
+    with pytest.raises(
+        ConfigError,
+        match="INTERNAL_CALL_TOKEN is required: the token redeem presents to web and registry",
+    ):
         load_settings(redeem)
     # The shared token of older deployments satisfies both, as before.
     assert load_settings({**redeem, "INTERNAL_TOKEN": SHARED}).internal_tokens_to_present() == (
@@ -133,6 +174,7 @@ def test_a_caller_presents_its_own_token_first():
         {
             **BASE,
             "SERVICE": "redeem",
+            "REGISTRY_URL": "http://registry:9002",
             "WEB_URL": "http://web:9001",
             "VENDOR_URL": "http://vendor:9004",
             "INTERNAL_CALL_TOKEN": TOKEN,

@@ -96,11 +96,7 @@ def test_credits_calls_and_pool_follow_the_ledger(live, api):
     handle, project = api.member()
     ref = unique("ref")
     for _ in range(2):  # the replay answers 200 and credits nothing
-        api.post(
-            "web",
-            "/api/v1/contributions",
-            {"handle": handle, "project": project, "kind": "commit", "ref": ref},
-        )
+        api.contribute(handle, project, "commit", ref)
     after = scrape(web)
 
     def delta(name, **labels):
@@ -126,9 +122,7 @@ def test_redemptions_are_counted_by_outcome(live, api, service, outcome, vendor_
     handle, project = api.member()
     api.earn(handle, project, 25)
     before = scrape(redeem)
-    response = requests.post(
-        redeem.url + "/api/v1/redemptions", json={"handle": handle, "sku": "coffee"}, timeout=10
-    )
+    response = api.redeem(handle, service=service)
     assert response.status_code in (201, 502), response.text
     after = scrape(redeem)
 

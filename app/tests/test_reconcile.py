@@ -226,7 +226,7 @@ def test_a_key_whose_request_died_after_settling_replays_the_settlement(
     replay = redeem_client.post(
         "/api/v1/redemptions",
         json={"handle": handle, "sku": "coffee"},
-        headers={"Idempotency-Key": key},
+        headers={**api.as_user(handle), "Idempotency-Key": key},
     )
     assert replay.status_code == 201, replay.json
     assert (replay.json["id"], replay.json["balance"]) == (rid, 30)
@@ -244,6 +244,7 @@ def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(
         )
         env = {
             **databases["redeem"].env("redeem"),
+            "REGISTRY_URL": live["registry"].url,
             "WEB_URL": live["web"].url,
             "VENDOR_URL": slow_vendor.url,
             "RECONCILE_AFTER_S": "2",
@@ -262,7 +263,7 @@ def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(
                 requests.post(
                     doomed.url + "/api/v1/redemptions",
                     json=body,
-                    headers={"Idempotency-Key": key},
+                    headers={**api.as_user(handle), "Idempotency-Key": key},
                     timeout=15,
                 )
 
@@ -290,7 +291,7 @@ def test_a_redeem_killed_between_debit_and_vendor_answer_settles_once(
         replay = requests.post(
             revived.url + "/api/v1/redemptions",
             json=body,
-            headers={"Idempotency-Key": key},
+            headers={**api.as_user(handle), "Idempotency-Key": key},
             timeout=10,
         )
         assert replay.status_code == 201
@@ -327,6 +328,7 @@ def test_reconcile_command_runs_one_pass(databases, live, api):
         **databases["redeem"].env("redeem"),
         "PATH": os.environ["PATH"],
         "INTERNAL_TOKEN": TOKEN,
+        "REGISTRY_URL": live["registry"].url,
         "WEB_URL": live["web"].url,
         "VENDOR_URL": live["vendor"].url,
         "RECONCILE_AFTER_S": "1",

@@ -10,17 +10,26 @@ import pytest
 
 from sprintpoints.config import load_settings
 
-from .conftest import TOKEN, admin_execute, assert_error, unique
+from .conftest import TOKEN, admin_execute, assert_error, bearer, unique
 
 INTERNAL = {"X-Internal-Token": TOKEN}
 
 
-def contribute(client, handle, project, kind="commit", ref=None):
-    body = {"handle": handle, "project": project, "kind": kind, "ref": ref or unique("sha")}
-    return client.post("/api/v1/contributions", json=body)
+@pytest.fixture(scope="module")
+def contribute(web_client, api):
+    """A manual credit through ``client`` (web's test client unless given), with the admin
+    token of the project, or with ``headers`` instead."""
+
+    def post(client, handle, project, kind="commit", ref=None, headers=None):
+        body = {"handle": handle, "project": project, "kind": kind, "ref": ref or unique("sha")}
+        if headers is None:
+            headers = api.as_admin(project) if project in api.admin_tokens else {}
+        return (client or web_client).post("/api/v1/contributions", json=body, headers=headers)
+
+    return post
 
 
-def test_points_come_from_configuration(web_client, api):
+def test_points_come_from_configuration(web_client, api, contribute):
     handle, project = api.member()
     commit = contribute(web_client, handle, project, "commit")
     assert commit.status_code == 201
@@ -30,14 +39,14 @@ def test_points_come_from_configuration(web_client, api):
     assert issue.json == {"id": issue.json["id"], "points": 25, "balance": 35}
 
 
-def test_custom_points(make_app, api):
+def test_custom_points(make_app, api, contribute):
     client = make_app("web", POINTS_COMMIT="3", POINTS_ISSUE="7").test_client()
     handle, project = api.member()
     assert contribute(client, handle, project, "commit").json["points"] == 3
     assert contribute(client, handle, project, "issue").json["points"] == 7
 
 
-def test_same_contribution_again_awards_nothing(web_client, api):
+def test_same_contribution_again_awards_nothing(web_client, api, contribute):
     handle, project = api.member()
     first = contribute(web_client, handle, project, "issue", "issue-42")
     again = contribute(web_client, handle, project, "issue", "issue-42")
@@ -47,7 +56,7 @@ def test_same_contribution_again_awards_nothing(web_client, api):
     assert api.balance(handle) == 25
 
 
-def test_same_ref_for_another_user_is_409(web_client, api):
+def test_same_ref_for_another_user_is_409(web_client, api, contribute):
     handle, project = api.member()
     other, _ = api.member(project=project)
     assert contribute(web_client, handle, project, "commit", "abc123").status_code == 201
@@ -55,7 +64,7 @@ def test_same_ref_for_another_user_is_409(web_client, api):
     assert api.balance(other) == 0
 
 
-def test_same_ref_of_another_kind_or_project_counts(web_client, api):
+def test_same_ref_of_another_kind_or_project_counts(web_client, api, contribute):
     handle, project = api.member()
     _, project2 = api.member(handle=handle)
     assert contribute(web_client, handle, project, "commit", "1").status_code == 201
@@ -64,20 +73,85 @@ def test_same_ref_of_another_kind_or_project_counts(web_client, api):
     assert api.balance(handle) == 45
 
 
-def test_non_member_is_422(web_client, api):
+def test_non_member_is_422(web_client, api, contribute):
     handle, _ = api.member()
     _, other_project = api.member()
     assert_error(contribute(web_client, handle, other_project), 422, "not_a_member")
     assert_error(contribute(web_client, unique("ghost"), other_project), 422, "not_a_member")
 
 
+MALFORMED_AUTHORIZATION = {
+    "another scheme": "Basic dXNlcjpwYXNz",
+    "no token": "Bearer",
+    "two tokens": "Bearer spa_" + "a" * 43 + " spa_" + "b" * 43,
+    "too short": "Bearer spa_" + "a" * 42,
+    "too long": "Bearer spa_" + "a" * 44,
+    "no prefix": "Bearer " + "a" * 47,
+    "unknown prefix": "Bearer spx_" + "a" * 43,
+    "bad characters": "Bearer spa_" + "a" * 42 + "=",
+    "non-ascii": "Bearer spa_" + "a" * 42 + "\u00e9",
+}
+
+
+@pytest.mark.parametrize("header", list(MALFORMED_AUTHORIZATION))
+def test_a_malformed_authorization_header_is_401_before_any_lookup(web_client, api, header):
+    handle, project = api.member()
+    body = {"handle": handle, "project": project, "kind": "commit", "ref": unique()}
+    value = MALFORMED_AUTHORIZATION[header].encode("utf-8").decode("latin-1")
+    response = web_client.post("/api/v1/contributions", json=body, headers={"Authorization": value})
+    assert_error(response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert api.balance(handle) == 0
+
+
+def test_contributions_need_that_projects_admin_token(web_client, api, contribute):
+    handle, project = api.member()
+    _, other_project = api.member(handle=handle)
+    missing = contribute(web_client, handle, project, headers={})
+    assert_error(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="sprintpoints"'
+    unknown = contribute(web_client, handle, project, headers=bearer("spa_" + "Q" * 43))
+    assert_error(unknown, 401, "invalid_token")
+    assert 'error="invalid_token"' in unknown.headers["WWW-Authenticate"]
+    for wrong in (api.as_admin(other_project), api.as_user(handle)):
+        refused = contribute(web_client, handle, project, headers=wrong)
+        assert_error(refused, 403, "forbidden")
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    assert api.balance(handle) == 0
+    assert contribute(web_client, handle, project).status_code == 201
+    assert api.balance(handle) == 10
+
+
+def test_a_rotated_admin_token_credits_nothing_at_once(web_client, api, contribute):
+    handle, project = api.member()
+    old = api.as_admin(project)
+    rotated = api.post("registry", f"/api/v1/projects/{project}/tokens", None, headers=old)
+    assert rotated.status_code == 201, rotated.text
+    assert_error(contribute(web_client, handle, project, headers=old), 401, "invalid_token")
+    new = bearer(rotated.json()["admin_token"])
+    assert contribute(web_client, handle, project, headers=new).status_code == 201
+    api.admin_tokens[project] = rotated.json()["admin_token"]
+
+
+def test_no_token_is_ever_logged(live, api):
+    handle, project = api.member()
+    api.earn(handle, project, 10)
+    logs = "".join(live[name].log() for name in ("web", "registry", "redeem"))
+    for token in (api.tokens[handle], api.admin_tokens[project]):
+        assert token not in logs
+        assert token[4:] not in logs
+
+
 def test_concurrent_duplicates_count_once(api):
     handle, project = api.member()
     body = {"handle": handle, "project": project, "kind": "issue", "ref": unique("race")}
+    admin = api.as_admin(project)
     with ThreadPoolExecutor(12) as pool:
         statuses = list(
             pool.map(
-                lambda _: api.post("web", "/api/v1/contributions", body).status_code, range(12)
+                lambda _: api.post("web", "/api/v1/contributions", body, headers=admin).status_code,
+                range(12),
             )
         )
     assert statuses.count(201) == 1
@@ -196,8 +270,7 @@ def test_a_transaction_left_open_by_a_dead_process_frees_its_locks_in_time(api, 
     try:
         with stranded.cursor() as cur:
             cur.execute("UPDATE accounts SET balance = balance WHERE handle = %s", (handle,))
-        contribution = {"handle": handle, "project": project, "kind": "commit", "ref": unique()}
-        credited = api.post("web", "/api/v1/contributions", contribution)
+        credited = api.contribute(handle, project)
         assert credited.status_code == 201, credited.text
         assert credited.json()["balance"] == 20
         with pytest.raises(psycopg2.OperationalError), stranded.cursor() as cur:

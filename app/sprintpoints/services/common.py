@@ -1,5 +1,6 @@
 """Endpoints on every service: /healthz, /readyz, /version, /openapi.yaml; and the guard of
-/internal/ calls (each caller's own token, checked by the callee)."""
+/internal/ calls (each caller's own token, checked by the callee; an endpoint may take only
+some of the service's callers)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,30 @@ from ..errors import ApiError
 bp = Blueprint("common", __name__)
 
 
+def internal_callers(*callers: str):
+    """Open an /internal/ endpoint to these callers only (of those the service takes). The
+    shared token of older deployments still opens every endpoint, as it always did."""
+
+    def mark(view):
+        view.internal_callers = callers
+        return view
+
+    return mark
+
+
 @bp.before_app_request
 def _guard_internal() -> None:
     if not request.path.startswith("/internal/"):
         return
     settings = current_app.config["SETTINGS"]
-    if settings.internal_caller(request.headers.get("X-Internal-Token", "")) is None:
+    caller = settings.internal_caller(request.headers.get("X-Internal-Token", ""))
+    if caller is None:
         raise ApiError(401, "unauthorized", "a valid X-Internal-Token header is required")
+    view = current_app.view_functions.get(request.endpoint or "")
+    allowed = getattr(view, "internal_callers", None)
+    if allowed is not None and caller != "shared" and caller not in allowed:
+        # 401 like any token this endpoint does not take: a caller retries with the next one.
+        raise ApiError(401, "unauthorized", "this X-Internal-Token does not open this endpoint")
 
 
 @bp.get("/healthz")

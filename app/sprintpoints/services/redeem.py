@@ -3,7 +3,8 @@
 A redemption is recorded as ``pending``, debited through web's internal API (which refuses to
 take a balance below zero), then ordered from the vendor. On vendor failure the debit is
 refunded and the redemption is ``failed`` (502 ``vendor_unavailable``). An ``Idempotency-Key``
-makes a retry return the stored result instead of redeeming again.
+makes a retry return the stored result instead of redeeming again. Only the user's own API
+token (checked by registry) redeems their points or reads their redemptions.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 import psycopg2.extras
 from flask import Blueprint, Flask, current_app, request
 
-from .. import metrics
+from .. import auth, metrics
 from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
@@ -40,6 +41,10 @@ def web() -> ServiceClient:
 
 def _vendor() -> ServiceClient:
     return current_app.extensions["sprintpoints_vendor"]
+
+
+def _caller() -> auth.Identity:
+    return auth.require(auth.verify_with(current_app.extensions["sprintpoints_registry"]))
 
 
 def _redemption(row) -> dict:
@@ -72,6 +77,7 @@ def list_rewards():
 
 @bp.get("/api/v1/redemptions/<redemption_id>")
 def get_redemption(redemption_id: str):
+    caller = _caller()
     if not _ID_RE.fullmatch(redemption_id):
         raise ApiError(404, "redemption_not_found", "no such redemption")
     with single() as cur:
@@ -79,6 +85,8 @@ def get_redemption(redemption_id: str):
         row = cur.fetchone()
     if row is None:
         raise ApiError(404, "redemption_not_found", "no such redemption")
+    if not caller.is_user(row[1]):
+        raise auth.forbidden("only the user who redeemed can read this redemption")
     return _redemption(row)
 
 
@@ -156,8 +164,11 @@ def refund(rid: str, handle: str, amount: int) -> tuple[bool, int | None]:
 
 @bp.post("/api/v1/redemptions")
 def create_redemption():
+    caller = _caller()
     data = v.json_body()
     handle = v.handle(data)
+    if not caller.is_user(handle):
+        raise auth.forbidden(f"only {handle!r}'s own token can spend their points")
     sku = v.text(data, "sku", max_len=50)
     quantity = v.integer(data, "quantity", default=1, lo=1, hi=100)
     key = request.headers.get("Idempotency-Key")
@@ -268,6 +279,13 @@ def _error(status: int, code: str, message: str) -> tuple[dict, int]:
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
+    app.extensions["sprintpoints_registry"] = ServiceClient(
+        settings.registry_url,
+        caller="redeem",
+        target="registry",
+        tokens=settings.internal_tokens_to_present(),
+        timeout=settings.http_timeout,
+    )
     app.extensions["sprintpoints_web"] = ServiceClient(
         settings.web_url,
         caller="redeem",

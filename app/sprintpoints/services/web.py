@@ -9,7 +9,7 @@ from importlib import resources
 import psycopg2.errors
 from flask import Blueprint, Flask, Response, current_app, request
 
-from .. import metrics
+from .. import auth, metrics
 from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
@@ -60,7 +60,7 @@ class PositiveCache:
             self._until[key] = time.monotonic() + self.ttl
 
 
-def _registry() -> ServiceClient:
+def registry() -> ServiceClient:
     return current_app.extensions["sprintpoints_registry"]
 
 
@@ -73,7 +73,7 @@ def _ask_registry(path: str, key: tuple) -> bool:
     if _cache().hit(key):
         return True
     try:
-        reply = _registry().get(path, retries=1)
+        reply = registry().get(path, retries=1)
     except UpstreamError as exc:
         raise ApiError(
             503, "registry_unavailable", "the registry service is not reachable"
@@ -115,26 +115,15 @@ def _contribution_body(row) -> dict:
     return {"id": row[0], "points": row[1], "balance": row[2]}
 
 
-@bp.post("/api/v1/contributions")
-def create_contribution():
-    data = v.json_body()
-    handle = v.handle(data)
-    project = v.text(data, "project", max_len=100, pattern=v.PROJECT_RE, hint="a project name")
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise ApiError(422, "validation_error", "kind: must be 'commit' or 'issue'")
-    ref = v.text(data, "ref", max_len=200)
+def credit(handle: str, project: str, kind: str, ref: str) -> tuple[str, tuple]:
+    """Credit ``handle`` once per (project, kind, ref), with the points of ``kind``:
+    ``("credited", row)``, ``("replayed", row)`` when this handle has it already, or
+    ``("taken", row)`` when another handle has. ``row`` is (id, points, balance_after)."""
     settings = current_app.config["SETTINGS"]
     points = settings.points_commit if kind == "commit" else settings.points_issue
-
-    if not _ask_registry(
-        f"/internal/v1/projects/{project}/members/{handle}", ("member", project, handle)
-    ):
-        raise ApiError(422, "not_a_member", f"{handle!r} is not a member of project {project!r}")
-
-    # One statement credits the account and records the contribution with the balance after it.
-    # The UNIQUE (project, kind, ref) constraint settles races: the loser's transaction rolls
-    # back whole (account included) and it reports what the winner stored.
+    # One statement credits the account and records the contribution with the balance after
+    # it. The UNIQUE (project, kind, ref) constraint settles races: the loser's transaction
+    # rolls back whole (account included) and it reports what the winner stored.
     try:
         with single() as cur:
             cur.execute(
@@ -147,7 +136,7 @@ def create_contribution():
     if row is not None:
         metrics.CONTRIBUTIONS.labels(kind).inc()
         metrics.POINTS_CREDITED.labels(kind).inc(points)
-        return _contribution_body(row), 201
+        return "credited", row
     with single() as cur:
         cur.execute(
             "SELECT id, points, balance_after, handle FROM contributions "
@@ -157,13 +146,39 @@ def create_contribution():
         existing = cur.fetchone()
     if existing is None:  # the competing transaction rolled back after all: ask for a retry
         raise ApiError(409, "conflict_retry", "a concurrent request interfered; retry")
-    if existing[3] != handle:
+    return ("replayed" if existing[3] == handle else "taken"), existing[:3]
+
+
+def is_member(project: str, handle: str) -> bool:
+    return _ask_registry(
+        f"/internal/v1/projects/{project}/members/{handle}", ("member", project, handle)
+    )
+
+
+@bp.post("/api/v1/contributions")
+def create_contribution():
+    """A manual credit: only the admin token of the contribution's project may make one."""
+    caller = auth.require(auth.verify_with(registry()))
+    data = v.json_body()
+    handle = v.handle(data)
+    project = v.text(data, "project", max_len=100, pattern=v.PROJECT_RE, hint="a project name")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise ApiError(422, "validation_error", "kind: must be 'commit' or 'issue'")
+    ref = v.text(data, "ref", max_len=200)
+    if not caller.is_admin_of(project):  # type: ignore[arg-type]
+        raise auth.forbidden(f"only the admin token of project {project!r} can credit it")
+    if not is_member(project, handle):  # type: ignore[arg-type]
+        raise ApiError(422, "not_a_member", f"{handle!r} is not a member of project {project!r}")
+
+    outcome, row = credit(handle, project, kind, ref)  # type: ignore[arg-type]
+    if outcome == "taken":
         raise ApiError(
             409,
             "contribution_conflict",
             f"{project}/{kind}/{ref} is already credited to another user",
         )
-    return _contribution_body(existing), 200
+    return _contribution_body(row), 201 if outcome == "credited" else 200
 
 
 @bp.get("/api/v1/balances/<handle>")
@@ -351,3 +366,6 @@ def init_app(app: Flask) -> None:
         timeout=settings.http_timeout,
     )
     app.extensions["sprintpoints_cache"] = PositiveCache(settings.membership_cache_ttl)
+    from . import github  # its own module; it credits through this one
+
+    app.register_blueprint(github.bp)

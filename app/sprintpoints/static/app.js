@@ -90,15 +90,76 @@ $("#balance-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The signed-in user: handle and API token, in this tab's session storage only (never a
+// cookie: nothing sends it but this page's own requests, and it is gone with the tab).
+const SESSION_KEY = "sprintpoints.session";
+
+function session() {
+  try { return JSON.parse(sessionStorage.getItem(SESSION_KEY)); } catch { return null; }
+}
+
+function showSession() {
+  const current = session();
+  $("#signin-form").hidden = Boolean(current);
+  $("#signed-in").hidden = !current;
+  $("#signed-in-handle").textContent = current ? current.handle : "";
+  $("#redeem-form button").disabled = !current;
+  const out = $("#redeem-result");
+  if (!current) {
+    out.textContent = "Sign in to redeem your points.";
+    out.className = "";
+  } else if (out.textContent === "Sign in to redeem your points.") {
+    out.textContent = "";
+  }
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(SESSION_KEY);
+  showSession();
+  if (message) show($("#signin-result"), message, false);
+}
+
+$("#signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const handle = $("#signin-handle").value.trim();
+  const token = $("#signin-token").value.trim();
+  const out = $("#signin-result");
+  try {
+    // Only the user's own token shows their email: a token of someone else is refused here.
+    const user = await api(`/api/v1/users/${encodeURIComponent(handle)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    if (!("email" in user)) {
+      show(out, `That token is not ${handle}'s.`, false);
+      return;
+    }
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ handle: user.handle, token }));
+    $("#signin-token").value = "";
+    show(out, "", true);
+    showSession();
+  } catch (err) {
+    if (err.status === 401) show(out, "That token is not valid.", false);
+    else if (err.status === 404) show(out, `No user named ${handle}.`, false);
+    else show(out, err.message, false);
+  }
+});
+
+$("#signout").addEventListener("click", () => {
+  signOut();
+  show($("#signin-result"), "Signed out.", true);
+});
+
 let pendingKey = null;  // reused if the same redemption is retried after a network error
 
 $("#redeem-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const current = session();
+  if (!current) return showSession();
   const form = event.target;
   const button = form.querySelector("button");
   const out = $("#redeem-result");
   const payload = {
-    handle: $("#redeem-handle").value.trim(),
+    handle: current.handle,
     sku: $("#redeem-sku").value,
     quantity: Number($("#redeem-quantity").value),
   };
@@ -107,7 +168,11 @@ $("#redeem-form").addEventListener("submit", async (event) => {
   try {
     const body = await api("/api/v1/redemptions", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Idempotency-Key": pendingKey },
+      headers: {
+        "Content-Type": "application/json",
+        "Idempotency-Key": pendingKey,
+        Authorization: `Bearer ${current.token}`,
+      },
       body: JSON.stringify(payload),
     });
     pendingKey = null;
@@ -116,12 +181,17 @@ $("#redeem-form").addEventListener("submit", async (event) => {
     loadLeaderboard();
   } catch (err) {
     if (err.status) pendingKey = null;  // the server answered: a new attempt is a new request
+    if (err.status === 401) {
+      signOut("Your token is no longer valid (replaced?): sign in again.");
+      return;
+    }
     show(out, err.code === "insufficient_points" ? "Not enough points for that." : err.message, false);
   } finally {
-    button.disabled = false;
+    button.disabled = !session();
   }
 });
 
+showSession();
 loadLeaderboard();
 loadRewards();
 loadVersion();
