@@ -355,12 +355,20 @@ def test_services_log_in_as_roles_that_own_nothing():
         (9002, "GET /internal/v1/users/nobody-here", "redeem", 401),
         (9001, "POST /internal/v1/refunds", "redeem", 404),
         (9001, "POST /internal/v1/refunds", "web", 401),
+        # redeem checks a user's API token with registry, and may do nothing else there:
+        # 422, its token let the call reach the check (the body names no token).
+        (9002, "POST /internal/v1/tokens/verify", "redeem", 422),
+        (9002, "GET /internal/v1/projects/no-such/webhook-secret", "web", 404),
+        (9002, "GET /internal/v1/projects/no-such/webhook-secret", "redeem", 401),
     ],
     ids=[
         "registry takes web",
         "registry refuses redeem",
         "web takes redeem",
         "web not itself",
+        "registry's token check takes redeem",
+        "webhook secrets for web",
+        "webhook secrets not for redeem",
     ],
 )
 def test_each_internal_api_takes_its_own_callers_token_only(
