@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import yaml
@@ -247,11 +248,10 @@ def test_restore_drill_from_the_off_host_copy_equals_the_source(base_url, http, 
     assert "FROM='elsewhere' is not a dump source" in " ".join(wrong.stdout.split())
 
 
-def test_make_exec_passes_quotes_and_dollars_through_intact():
-    command = "python3 -c 'import sys; print(sys.argv[1:])' \"a b\" '$HOME' \"$(id)\""
-    run = subprocess.run(
+def make_exec(service: str, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         ["make", "--no-print-directory", "exec", f"INVENTORY={INVENTORY}"]
-        + ["HOST=stack-app1", "SERVICE=web", f"CMD={command}"],
+        + ["HOST=stack-app1", f"SERVICE={service}", f"CMD={command}"],
         check=False,
         capture_output=True,
         text=True,
@@ -263,6 +263,37 @@ def test_make_exec_passes_quotes_and_dollars_through_intact():
         },
         timeout=300,
     )
+
+
+def test_make_exec_passes_quotes_and_dollars_through_intact():
+    command = "python3 -c 'import sys; print(sys.argv[1:])' \"a b\" '$HOME' \"$(id)\""
+    run = make_exec("web", command)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     said = " ".join(run.stdout.split())
     assert "['a b', '$HOME', '$(id)']" in said.replace("''", "'"), run.stdout[-2000:]
+
+
+def test_the_operator_gives_a_user_a_new_token_with_make_exec(http, base_url, unique):
+    """The README's step for users from before API tokens: issue-token in a registry
+    container prints a new token once, and the one before stops working at once."""
+    handle = f"upgraded-{unique}"
+    made = http.post(
+        f"{base_url}/api/v1/users",
+        json={"handle": handle, "email": f"{handle}@example.org"},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    run = make_exec("registry", f"sprintpoints issue-token user {handle}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    token = re.search(r"spu_[A-Za-z0-9_-]{43}", run.stdout).group(0)
+    me = f"{base_url}/api/v1/users/{handle}"
+    mine = http.get(me, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert mine.json().get("email") == f"{handle}@example.org", mine.text
+    old = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert http.get(me, headers=old, timeout=10).status_code == 401
+
+    nobody = make_exec("registry", f"sprintpoints issue-token user nobody-{unique}")
+    assert nobody.returncode != 0
+    said = " ".join(nobody.stdout.split())
+    assert f"no user named 'nobody-{unique}'" in said.replace("''", "'"), said[-2000:]
+    assert "Unknown error" not in said
