@@ -202,6 +202,9 @@ class Pushes:
         self.commit = self.template["commits"][0]
         self._count = 0
         self._lock = threading.Lock()
+        # Each run's commits are new: a second round must not push the first round's again
+        # (the ledger credits a commit once, so every delivery would count as failed).
+        self._run = secrets.token_hex(8)
 
     def next(self) -> tuple[bytes, dict[str, str]]:
         with self._lock:
@@ -223,7 +226,7 @@ class Pushes:
 
     def _commit(self, number: int, index: int) -> dict:
         commit = copy.deepcopy(self.commit)
-        commit["id"] = hashlib.sha1(f"{number}-{index}".encode()).hexdigest()  # noqa: S324
+        commit["id"] = hashlib.sha1(f"{self._run}-{number}-{index}".encode()).hexdigest()  # noqa: S324
         handle = self.seeded.handles[(number + index) % len(self.seeded.handles)]
         commit["author"] = {**commit["author"], "username": handle}
         commit["committer"] = commit["author"]
