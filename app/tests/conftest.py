@@ -112,6 +112,19 @@ class Database:
             "DB_PASSWORD": self.password,
         }
 
+    def sql(self, statement: str, args=()):
+        """Run one statement as the database's owner, past the services; its rows, if any."""
+        conn = psycopg2.connect(
+            host=DB_HOST, port=DB_PORT, dbname=self.name, user=self.user, password=self.password
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
 
 class DatabaseFactory:
     """Creates databases with their own login role; drops them all at the end."""

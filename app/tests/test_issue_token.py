@@ -8,27 +8,9 @@ import json
 import os
 import subprocess
 
-import psycopg2
 import pytest
 
 from .conftest import INTERNAL_ENV, VENV_BIN, assert_error, bearer, unique
-
-
-def _registry_sql(databases, statement: str, args=()) -> None:
-    database = databases["registry"]
-    conn = psycopg2.connect(
-        host=database.env("registry")["DB_HOST"],
-        port=database.env("registry")["DB_PORT"],
-        dbname=database.name,
-        user=database.user,
-        password=database.password,
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, args)
-    finally:
-        conn.close()
 
 
 def issue_token(databases, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -52,8 +34,7 @@ def issue_token(databases, *args: str, **env: str) -> subprocess.CompletedProces
 def user_from_before(databases) -> str:
     """A user as the version before tokens left it: a row without a token digest."""
     handle = unique("old")
-    _registry_sql(
-        databases,
+    databases["registry"].sql(
         "INSERT INTO users (handle, email) VALUES (%s, %s)",
         (handle, f"{handle}@ex.org"),
     )
@@ -63,7 +44,7 @@ def user_from_before(databases) -> str:
 @pytest.fixture
 def project_from_before(databases) -> str:
     name = unique("oldproj")
-    _registry_sql(databases, "INSERT INTO projects (name) VALUES (%s)", (name,))
+    databases["registry"].sql("INSERT INTO projects (name) VALUES (%s)", (name,))
     return name
 
 

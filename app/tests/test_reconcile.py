@@ -26,29 +26,10 @@ def redeem_app(make_app):
     return make_app("redeem", RECONCILE_AFTER_S="1")
 
 
-def _sql(database, statement: str, args=()):
-    env = database.env("redeem")
-    conn = psycopg2.connect(
-        host=env["DB_HOST"],
-        port=env["DB_PORT"],
-        dbname=database.name,
-        user=database.user,
-        password=database.password,
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, args)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
-
-
 def _interrupted(databases, handle: str, cost: int, *, key: str | None = None, age_s: int = 120):
     """A redemption as a crash leaves it: recorded ``pending`` ``age_s`` ago, nothing else."""
     rid = unique("r").replace("-", "")[:32].ljust(32, "0")
-    _sql(
-        databases["redeem"],
+    databases["redeem"].sql(
         "INSERT INTO redemptions (id, handle, sku, quantity, points_spent, status, created_at) "
         "VALUES (%s, %s, 'coffee', %s, %s, 'pending', now() - make_interval(secs => %s))",
         (rid, handle, cost // 20, cost, age_s),
@@ -57,8 +38,7 @@ def _interrupted(databases, handle: str, cost: int, *, key: str | None = None, a
         canonical = json.dumps(
             {"handle": handle, "sku": "coffee", "quantity": cost // 20}, sort_keys=True
         )
-        _sql(
-            databases["redeem"],
+        databases["redeem"].sql(
             "INSERT INTO idempotency_keys (key, request_hash, redemption_id, created_at) "
             "VALUES (%s, %s, %s, now() - make_interval(secs => %s))",
             (key, hashlib.sha256(canonical.encode()).hexdigest(), rid, age_s),
@@ -68,15 +48,14 @@ def _interrupted(databases, handle: str, cost: int, *, key: str | None = None, a
 
 def _row(databases, rid: str) -> dict:
     cols = ("status", "balance_after", "vendor_order_id", "error_code")
-    rows = _sql(
-        databases["redeem"], f"SELECT {', '.join(cols)} FROM redemptions WHERE id = %s", (rid,)
+    rows = databases["redeem"].sql(
+        f"SELECT {', '.join(cols)} FROM redemptions WHERE id = %s", (rid,)
     )
     return dict(zip(cols, rows[0], strict=True))
 
 
 def _key(databases, key: str):
-    rows = _sql(
-        databases["redeem"],
+    rows = databases["redeem"].sql(
         "SELECT status_code, response FROM idempotency_keys WHERE key = %s",
         (key,),
     )
@@ -154,14 +133,12 @@ def test_refund_pending_is_retried_until_web_answers(make_app, redeem_app, datab
         == 201
     )
     stored = {"error": {"code": "vendor_unavailable", "message": "refund pending"}}
-    _sql(
-        databases["redeem"],
+    databases["redeem"].sql(
         "UPDATE redemptions SET status = 'refund_pending', error_code = 'vendor_unavailable' "
         "WHERE id = %s",
         (rid,),
     )
-    _sql(
-        databases["redeem"],
+    databases["redeem"].sql(
         "UPDATE idempotency_keys SET status_code = 502, response = %s WHERE key = %s",
         (psycopg2.extras.Json(stored), key),
     )
@@ -191,13 +168,12 @@ def test_a_young_pending_redemption_is_left_to_its_request(redeem_app, databases
     rid = _interrupted(databases, handle, 20, age_s=0)
     reconcile.run_once(redeem_app)
     assert _row(databases, rid)["status"] == "pending"
-    _sql(databases["redeem"], "DELETE FROM redemptions WHERE id = %s", (rid,))
+    databases["redeem"].sql("DELETE FROM redemptions WHERE id = %s", (rid,))
 
 
 def test_a_key_claimed_by_a_request_that_died_first_is_released(redeem_app, databases):
     key = unique("key")
-    _sql(
-        databases["redeem"],
+    databases["redeem"].sql(
         "INSERT INTO idempotency_keys (key, request_hash, created_at) "
         "VALUES (%s, 'h', now() - interval '1 hour')",
         (key,),
@@ -213,8 +189,7 @@ def test_a_key_whose_request_died_after_settling_replays_the_settlement(
     api.earn(handle, project, 50)
     key = unique("key")
     rid = _interrupted(databases, handle, 20, key=key)
-    _sql(
-        databases["redeem"],
+    databases["redeem"].sql(
         "UPDATE redemptions SET status = 'fulfilled', balance_after = 30, vendor_order_id = 'o1' "
         "WHERE id = %s",
         (rid,),
@@ -306,12 +281,12 @@ def _wait_for_debit(databases, key: str, timeout: float = 10.0) -> str:
     """The id of the key's redemption, once web has debited it (the vendor call is under way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = _sql(
-            databases["redeem"], "SELECT redemption_id FROM idempotency_keys WHERE key = %s", (key,)
+        rows = databases["redeem"].sql(
+            "SELECT redemption_id FROM idempotency_keys WHERE key = %s", (key,)
         )
         if rows and rows[0][0]:
             rid = rows[0][0]
-            if _sql(databases["web"], "SELECT 1 FROM debits WHERE ref = %s", (rid,)):
+            if databases["web"].sql("SELECT 1 FROM debits WHERE ref = %s", (rid,)):
                 return rid
         time.sleep(0.05)
     raise AssertionError("the redemption was never debited")

@@ -17,7 +17,6 @@ import requests
 from sprintpoints.services import github
 
 from .conftest import assert_error, unique
-from .test_issue_token import _registry_sql
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PUSH = "github_push.json"
@@ -178,7 +177,7 @@ def test_an_unknown_project_answers_exactly_like_a_bad_signature(hook, api, data
     body = hook.recorded(PUSH)
     bad_signature = hook.deliver(body, signature=sign("guess", body))
     without_secret = unique("oldproj")  # a project from before tokens: no secret yet
-    _registry_sql(databases, "INSERT INTO projects (name) VALUES (%s)", (without_secret,))
+    databases["registry"].sql("INSERT INTO projects (name) VALUES (%s)", (without_secret,))
     for project in (unique("ghost"), without_secret, quote("not a project!", safe="")):
         answer = hook.deliver(body, project=project, signature=sign("guess", body))
         assert answer.status_code == bad_signature.status_code == 401

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .. import db
 from ..errors import ApiError
+from ..http import ServiceClient
 
 bp = Blueprint("common", __name__)
 
@@ -23,6 +24,17 @@ def internal_callers(*callers: str):
         return view
 
     return mark
+
+
+def internal_client(settings, target: str, url: str) -> ServiceClient:
+    """A client of ``target``'s /internal/ API that presents this service's own token."""
+    return ServiceClient(
+        url,
+        caller=settings.service,
+        target=target,
+        tokens=settings.internal_tokens_to_present(),
+        timeout=settings.http_timeout,
+    )
 
 
 @bp.before_app_request

@@ -23,6 +23,7 @@ from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
 from ..http import ServiceClient, UpstreamError
+from .common import internal_client
 
 bp = Blueprint("redeem", __name__)
 log = logging.getLogger("sprintpoints.redeem")
@@ -279,20 +280,10 @@ def _error(status: int, code: str, message: str) -> tuple[dict, int]:
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    app.extensions["sprintpoints_registry"] = ServiceClient(
-        settings.registry_url,
-        caller="redeem",
-        target="registry",
-        tokens=settings.internal_tokens_to_present(),
-        timeout=settings.http_timeout,
+    app.extensions["sprintpoints_registry"] = internal_client(
+        settings, "registry", settings.registry_url
     )
-    app.extensions["sprintpoints_web"] = ServiceClient(
-        settings.web_url,
-        caller="redeem",
-        target="web",
-        tokens=settings.internal_tokens_to_present(),
-        timeout=settings.http_timeout,
-    )
+    app.extensions["sprintpoints_web"] = internal_client(settings, "web", settings.web_url)
     vendor_headers = {"X-Api-Key": settings.vendor_api_key} if settings.vendor_api_key else {}
     app.extensions["sprintpoints_vendor"] = ServiceClient(
         settings.vendor_url,

@@ -14,6 +14,7 @@ from .. import validation as v
 from ..db import single, transaction
 from ..errors import ApiError
 from ..http import ServiceClient, UpstreamError
+from .common import internal_client
 
 bp = Blueprint("web", __name__)
 
@@ -358,12 +359,8 @@ def refund():
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    app.extensions["sprintpoints_registry"] = ServiceClient(
-        settings.registry_url,
-        caller="web",
-        target="registry",
-        tokens=settings.internal_tokens_to_present(),
-        timeout=settings.http_timeout,
+    app.extensions["sprintpoints_registry"] = internal_client(
+        settings, "registry", settings.registry_url
     )
     app.extensions["sprintpoints_cache"] = PositiveCache(settings.membership_cache_ttl)
     from . import github  # its own module; it credits through this one
