@@ -19,6 +19,7 @@ if os.environ.get("METRICS_PORT", "0") not in ("", "0"):
         dir="/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108
     )
 
+from sprintpoints.accesslog import AccessLogger
 from sprintpoints.config import ConfigError, load_settings
 
 try:
@@ -44,6 +45,8 @@ max_requests = 0
 loglevel = _settings.log_level
 accesslog = "-"
 errorlog = "-"
+# The fields below and nothing else: sprintpoints.accesslog builds only these per request.
+logger_class = AccessLogger
 access_log_format = (
     f"%(h)s %(t)s service={_settings.service} request_id=%({{x-request-id}}o)s "
     '"%(r)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s'
