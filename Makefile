@@ -39,7 +39,9 @@ image: images ## Build the service image sprintpoints:$(APP_VERSION)
 
 lab: venv image ## Deploy the whole stack to the local lab and print its URL
 	$(PLAYBOOK) playbooks/lab_up.yml
-	$(PLAYBOOK) playbooks/site.yml -e app_version=$(APP_VERSION)
+	@# --flush-cache: a host lab_up re-created or moved has new facts (its address, the gateway its
+	@# firewall admits SSH from); the operator playbooks keep using the cache this run fills.
+	$(PLAYBOOK) playbooks/site.yml --flush-cache -e app_version=$(APP_VERSION)
 	@echo; echo "The lab serves sprintpoints $(APP_VERSION) at https://127.0.0.1:$(LAB_HTTPS_PORT)/"
 	@echo "  (its certificate authority: $(CURDIR)/.lab/secrets/tls/ca.crt, e.g. curl --cacert ...;" \
 	  "http://127.0.0.1:$(LAB_HTTP_PORT)/ redirects there)"
