@@ -26,8 +26,8 @@ author: sprintpoints
 """
 
 RETURN = r"""
-results:
-  description: docker_container's result for each entry, in order, with its C(name).
+containers:
+  description: docker_container's result for each entry, in order, with its C(name) and C(failed).
   type: list
   elements: dict
   returned: always
@@ -137,10 +137,10 @@ def main() -> None:
             failures.append(f"{name}: {result.get('msg', 'failed')}")
     changed = any(result.get("changed") for result in results)
     if failures:
-        module.fail_json(msg="; ".join(failures), changed=changed, results=results)
+        module.fail_json(msg="; ".join(failures), changed=changed, containers=results)
     diff = [result["diff"] for result in results if result.get("diff")]
     module.exit_json(
-        changed=changed, results=results, **({"diff": diff} if diff else {})
+        changed=changed, containers=results, **({"diff": diff} if diff else {})
     )
 
 

@@ -127,7 +127,7 @@ def test_creates_each_container_as_asked_and_docker_container_then_finds_nothing
 ):
     first = run([spec(name) for name in names])["under_test"]
     assert first["changed"] and not first.get("failed")
-    assert [result["name"] for result in first["results"]] == names
+    assert [result["name"] for result in first["containers"]] == names
     for name in names:
         container = inspect(name)
         assert container["State"]["Running"]
@@ -151,7 +151,7 @@ def test_a_changed_setting_replaces_that_container_only(run, names):
     ]
     result = run(changed)["under_test"]
     assert result["changed"]
-    assert [r["changed"] for r in result["results"]] == [True, False, False]
+    assert [r["changed"] for r in result["containers"]] == [True, False, False]
     after = {name: inspect(name)["Id"] for name in names}
     assert after[names[0]] != before[names[0]]
     assert [after[n] for n in names[1:]] == [before[n] for n in names[1:]]
