@@ -1,6 +1,8 @@
 """The app_service_containers module, run by ansible-playbook against the real Docker engine:
 it must do for each container what a docker_container task does, and say which one failed.
 
+One playbook run makes every case (an ansible-playbook start costs seconds; this step runs
+before every molecule scenario); each test reads its part of what the run recorded.
 Run from the repository: `.venv/bin/pytest roles/app_service/tests` (needs the engine and the
 base image `sprintpoints/runtime:bookworm`, which `make test` provides before this step).
 """
@@ -23,21 +25,38 @@ PLAYBOOK = """
   connection: local
   gather_facts: false
   tasks:
-    - name: The module under test
+    - name: Make the containers
       app_service_containers:
-        containers: "{{ specs }}"
-      register: under_test
-      ignore_errors: true
+        containers: "{{ made }}"
+      register: first
+    - name: The same again
+      app_service_containers:
+        containers: "{{ made }}"
+      register: again
     - name: docker_container itself, on the same parameters
       community.docker.docker_container: "{{ item }}"
-      loop: "{{ specs if compare | default(false) else [] }}"
+      loop: "{{ made }}"
       register: reference
-    - name: Hand both results to the test
+    - name: The first container's environment changed
+      app_service_containers:
+        containers: "{{ changed }}"
+      register: replaced
+    - name: A container that cannot be made, between two that can
+      app_service_containers:
+        containers: "{{ broken }}"
+      register: failing
+      ignore_errors: true
+    - name: Check mode
+      app_service_containers:
+        containers: "{{ checked }}"
+      check_mode: true
+      register: check
+    - name: Hand the results to the tests
       ansible.builtin.copy:
-        content: "{{ {'under_test': under_test, 'reference': reference} | to_json }}"
+        content: "{{ {'first': first, 'again': again, 'reference': reference, 'replaced': replaced,
+                      'failing': failing, 'check': check} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
-      check_mode: false
 """
 
 
@@ -63,56 +82,57 @@ def spec(name: str, **extra) -> dict:
     }
 
 
-@pytest.fixture
-def run(tmp_path):
-    """ansible-playbook with the given specs; returns both tasks' results."""
-
-    def run(specs: list[dict], *args: str, compare: bool = False) -> dict:
-        playbook, out = tmp_path / "play.yml", tmp_path / "out.json"
-        playbook.write_text(PLAYBOOK)
-        (tmp_path / "vars.json").write_text(
-            json.dumps(
-                {
-                    "specs": specs,
-                    "out": str(out),
-                    "compare": compare,
-                    # This venv's Python: it has what community.docker's modules import.
-                    "ansible_python_interpreter": sys.executable,
-                }
-            )
-        )
-        ansible = pathlib.Path(sys.executable).parent / "ansible-playbook"
-        env = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY)}
-        env["ANSIBLE_LOCALHOST_WARNING"] = env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = (
-            "false"
-        )
-        command = [
-            ansible,
-            "-i",
-            "localhost,",
-            "-e",
-            f"@{tmp_path / 'vars.json'}",
-            *args,
-        ]
-        done = subprocess.run(
-            [*command, str(playbook)],
-            check=False,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        return json.loads(out.read_text())
-
-    return run
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def names():
-    """Unique container names; whatever exists of them is removed after the test."""
-    made = [f"containers-test-{uuid.uuid4().hex[:8]}-{k}" for k in range(3)]
-    yield made
-    subprocess.run(["docker", "rm", "-f", *made], check=False, capture_output=True)
+    """Unique container names per case; whatever exists of them is removed at the end."""
+    run = uuid.uuid4().hex[:8]
+    cases = {
+        case: [f"containers-test-{run}-{case}-{k}" for k in range(3)]
+        for case in ("made", "broken", "checked")
+    }
+    yield cases
+    every = [name for case in cases.values() for name in case]
+    subprocess.run(["docker", "rm", "-f", *every], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def recorded(names, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app_service_containers")
+    made, broken = names["made"], names["broken"]
+    plan = {
+        "made": [spec(name) for name in made],
+        "changed": [
+            spec(made[0], env={"SERVICE": made[0], "NEW": "1"}),
+            *map(spec, made[1:]),
+        ],
+        "broken": [
+            spec(broken[0]),
+            spec(broken[1], image="sprintpoints/no-such-image:none", pull="never"),
+            spec(broken[2]),
+        ],
+        "checked": [spec(name) for name in names["checked"]],
+        "out": str(tmp / "out.json"),
+        # This venv's Python: it has what community.docker's modules import.
+        "ansible_python_interpreter": sys.executable,
+    }
+    (tmp / "play.yml").write_text(PLAYBOOK)
+    (tmp / "vars.json").write_text(json.dumps(plan))
+    ansible = pathlib.Path(sys.executable).parent / "ansible-playbook"
+    env = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY)}
+    env["ANSIBLE_LOCALHOST_WARNING"] = env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = (
+        "false"
+    )
+    command = [
+        ansible,
+        "-i",
+        "localhost,",
+        "-e",
+        f"@{tmp / 'vars.json'}",
+        str(tmp / "play.yml"),
+    ]
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads((tmp / "out.json").read_text())
 
 
 def inspect(name: str) -> dict:
@@ -122,51 +142,54 @@ def inspect(name: str) -> dict:
     return json.loads(out.stdout)[0]
 
 
-def test_makes_each_container_as_docker_container_would_and_replaces_only_a_changed_one(
-    run, names
-):
-    first = run([spec(name) for name in names])["under_test"]
+def ids(result: dict) -> list[str]:
+    return [entry["container"]["Id"] for entry in result["containers"]]
+
+
+def test_makes_each_container_as_asked(recorded, names):
+    first = recorded["first"]
     assert first["changed"] and not first.get("failed")
-    assert [result["name"] for result in first["containers"]] == names
-    for name in names:
+    assert [entry["name"] for entry in first["containers"]] == names["made"]
+    for name in names["made"][1:]:  # the first one is replaced later on
         container = inspect(name)
         assert container["State"]["Running"]
         assert container["HostConfig"]["ReadonlyRootfs"] is True
         assert container["HostConfig"]["CapDrop"] == ["ALL"]
         assert f"SERVICE={name}" in container["Config"]["Env"]
-    made = {name: inspect(name)["Id"] for name in names}
 
-    again = run([spec(name) for name in names], compare=True)
-    assert not again["under_test"]["changed"]
-    assert not again["reference"]["changed"], (
-        "docker_container would replace what it made"
-    )
 
-    changed = [
-        spec(names[0], env={"SERVICE": names[0], "NEW": "1"}),
-        *map(spec, names[1:]),
+def test_docker_container_finds_nothing_to_change_in_what_it_made(recorded):
+    assert not recorded["again"]["changed"]
+    assert not recorded["reference"]["changed"], "docker_container would replace them"
+
+
+def test_a_changed_setting_replaces_that_container_only(recorded, names):
+    replaced = recorded["replaced"]
+    assert [entry["changed"] for entry in replaced["containers"]] == [
+        True,
+        False,
+        False,
     ]
-    result = run(changed)["under_test"]
-    assert [r["changed"] for r in result["containers"]] == [True, False, False]
-    after = {name: inspect(name)["Id"] for name in names}
-    assert after[names[0]] != made[names[0]]
-    assert [after[n] for n in names[1:]] == [made[n] for n in names[1:]]
+    before, after = ids(recorded["first"]), ids(replaced)
+    assert after[0] != before[0] and after[1:] == before[1:]
+    assert "NEW=1" in inspect(names["made"][0])["Config"]["Env"]
 
 
-def test_a_failing_container_is_named_and_the_others_are_still_made(run, names):
-    broken = spec(names[1], image="sprintpoints/no-such-image:none", pull="never")
-    result = run([spec(names[0]), broken, spec(names[2])])["under_test"]
-    assert result["failed"]
-    assert names[1] in result["msg"] and names[0] not in result["msg"]
+def test_a_failing_container_is_named_and_the_others_are_still_made(recorded, names):
+    broken = names["broken"]
+    failing = recorded["failing"]
+    assert failing["failed"]
+    assert broken[1] in failing["msg"] and broken[0] not in failing["msg"]
     assert (
-        inspect(names[0])["State"]["Running"] and inspect(names[2])["State"]["Running"]
+        inspect(broken[0])["State"]["Running"]
+        and inspect(broken[2])["State"]["Running"]
     )
 
 
-def test_check_mode_makes_nothing(run, names):
-    result = run([spec(name) for name in names], "--check")["under_test"]
-    assert result["changed"] and not result.get("failed")
+def test_check_mode_makes_nothing(recorded, names):
+    check = recorded["check"]
+    assert check["changed"] and not check.get("failed")
     gone = subprocess.run(
-        ["docker", "inspect", names[0]], check=False, capture_output=True
+        ["docker", "inspect", names["checked"][0]], check=False, capture_output=True
     )
     assert gone.returncode != 0
